@@ -1,0 +1,252 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Broker, Publication, PublicationHandler } from './broker.ts';
+import { closeRedis, openRedis, redisUnavailable } from './redis-connection.ts';
+
+export interface RedisBrokerOptions {
+  url: string;
+  /** Prefix of every Redis key and pub/sub channel (REDIS_KEY_PREFIX). */
+  prefix: string;
+  log: Logger;
+  /** How long `connect` waits for Redis (default 5 s). */
+  connectTimeoutMs?: number | undefined;
+}
+
+/** Channels per SUBSCRIBE command when resubscribing after a reconnect. */
+const RESUBSCRIBE_BATCH = 1000;
+
+/**
+ * Wire format of one publication on a Redis channel, built once per publish:
+ *
+ *     <offset>,<publishedAt>,<skipUser length>,<skipUser><frame>
+ *
+ * e.g. `42,1763805600000,0,{"type":"message",…}` or `0,,5,alice{"type":"typing",…}`
+ * (publishedAt empty when unset). The channel is the Redis channel's name,
+ * so it is not repeated. The receiver reads three decimal numbers and
+ * slices: no JSON parse, one string for the frame (and one for skipUser
+ * when there is one).
+ */
+export function encodePublication(publication: Publication): string {
+  const skip = publication.skipUser;
+  const head = `${publication.offset},${publication.publishedAt ?? ''},`;
+  return skip === undefined || skip === ''
+    ? `${head}0,${publication.frame}`
+    : `${head}${skip.length},${skip}${publication.frame}`;
+}
+
+const COMMA = 44;
+const ZERO = 48;
+const NINE = 57;
+
+/** The inverse of `encodePublication`; undefined for a payload it did not write. */
+export function decodePublication(channel: string, payload: string): Publication | undefined {
+  let i = 0;
+  let offset = 0;
+  for (let code = payload.charCodeAt(i); code >= ZERO && code <= NINE; code = payload.charCodeAt(++i)) {
+    offset = offset * 10 + (code - ZERO);
+  }
+  if (i === 0 || payload.charCodeAt(i) !== COMMA) return undefined;
+  const publishedStart = ++i;
+  let publishedAt = 0;
+  for (let code = payload.charCodeAt(i); code >= ZERO && code <= NINE; code = payload.charCodeAt(++i)) {
+    publishedAt = publishedAt * 10 + (code - ZERO);
+  }
+  const hasPublishedAt = i > publishedStart;
+  if (payload.charCodeAt(i) !== COMMA) return undefined;
+  const lengthStart = ++i;
+  let skipLength = 0;
+  for (let code = payload.charCodeAt(i); code >= ZERO && code <= NINE; code = payload.charCodeAt(++i)) {
+    skipLength = skipLength * 10 + (code - ZERO);
+  }
+  if (i === lengthStart || payload.charCodeAt(i) !== COMMA) return undefined;
+  const skipStart = i + 1;
+  const frameStart = skipStart + skipLength;
+  if (frameStart > payload.length) return undefined;
+  const publication: Publication = { channel, offset, frame: payload.slice(frameStart) };
+  if (skipLength > 0) publication.skipUser = payload.slice(skipStart, frameStart);
+  if (hasPublishedAt) publication.publishedAt = publishedAt;
+  return publication;
+}
+
+interface Subscription {
+  /** The Parley channel name (the hub's own string, handed back on every publication). */
+  readonly channel: string;
+  /** Settles when Redis acknowledged the SUBSCRIBE. */
+  ready: Promise<void>;
+}
+
+/**
+ * The broker shared by every instance given the same REDIS_URL: Redis
+ * pub/sub on `${prefix}ch:${channel}`.
+ *
+ * Two connections: one publishes (auto-pipelined, so publications sent in
+ * one event-loop turn leave in one write, in order), one subscribes. One
+ * PUBLISH per publication whatever the number of instances and sockets;
+ * one SUBSCRIBE per channel per instance, on its first local subscriber.
+ *
+ * At most once, as the contract says: Redis pub/sub drops what is published
+ * while a subscriber is disconnected. While either connection is down
+ * `isReady()` is false and `publish` rejects at once (nothing is queued); the
+ * message is already stored, and subscribers fill the gap from the store.
+ * ioredis reconnects with a capped backoff; once the subscriber is ready
+ * again every channel is subscribed again, then the `onReconnect` handlers
+ * run so the hub re-reads positions and delivers what Redis dropped.
+ */
+export class RedisBroker implements Broker {
+  readonly name = 'redis';
+  readonly delivery = 'at-most-once' as const;
+  private readonly handlers: PublicationHandler[] = [];
+  private readonly reconnectHandlers: Array<() => void> = [];
+  /** Redis channel name → subscription, for every channel the hub wants. */
+  private readonly subscriptions = new Map<string, Subscription>();
+  private readonly channelPrefix: string;
+  private readonly log: Logger;
+  /** False from a subscriber disconnect until every channel is subscribed again. */
+  private resubscribed = true;
+  /** Counts subscriber connections, so a stale resubscription does not mark a newer one done. */
+  private subscriberGeneration = 0;
+  private lost = false;
+  private closed = false;
+
+  private constructor(
+    private readonly publisher: Redis,
+    private readonly subscriber: Redis,
+    options: RedisBrokerOptions,
+  ) {
+    this.channelPrefix = `${options.prefix}ch:`;
+    this.log = options.log;
+    subscriber.on('message', (redisChannel: string, payload: string) => this.receive(redisChannel, payload));
+    subscriber.on('close', () => {
+      this.subscriberGeneration++;
+      this.resubscribed = false;
+      this.connectionLost();
+    });
+    subscriber.on('ready', () => void this.resubscribe());
+    publisher.on('close', () => this.connectionLost());
+    publisher.on('ready', () => this.maybeRestored());
+  }
+
+  /** Opens both connections; rejects (naming REDIS_URL) when Redis cannot be reached in time. */
+  static async connect(options: RedisBrokerOptions): Promise<RedisBroker> {
+    const common = { url: options.url, log: options.log, connectTimeoutMs: options.connectTimeoutMs };
+    const [publisher, subscriber] = await Promise.allSettled([
+      openRedis({ ...common, role: 'publisher', autoPipelining: true }),
+      openRedis({ ...common, role: 'subscriber' }),
+    ]);
+    if (publisher.status === 'rejected' || subscriber.status === 'rejected') {
+      if (publisher.status === 'fulfilled') await closeRedis(publisher.value);
+      if (subscriber.status === 'fulfilled') await closeRedis(subscriber.value);
+      throw publisher.status === 'rejected' ? publisher.reason : (subscriber as PromiseRejectedResult).reason;
+    }
+    return new RedisBroker(publisher.value, subscriber.value, options);
+  }
+
+  onPublication(handler: PublicationHandler): void {
+    this.handlers.push(handler);
+  }
+
+  onReconnect(handler: () => void): void {
+    this.reconnectHandlers.push(handler);
+  }
+
+  publish(publication: Publication): Promise<void> {
+    if (this.publisher.status !== 'ready') return Promise.reject(redisUnavailable());
+    return this.publisher.publish(this.channelPrefix + publication.channel, encodePublication(publication)).then(
+      () => undefined,
+      (error: unknown) => {
+        throw redisUnavailable(error);
+      },
+    );
+  }
+
+  subscribe(channel: string): Promise<void> {
+    const key = this.channelPrefix + channel;
+    const existing = this.subscriptions.get(key);
+    if (existing) return existing.ready;
+    if (this.closed || this.subscriber.status !== 'ready') return Promise.reject(redisUnavailable());
+    const subscription: Subscription = { channel, ready: Promise.resolve() };
+    subscription.ready = this.subscriber.subscribe(key).then(
+      () => undefined,
+      (error: unknown) => {
+        // Forget it unless an unsubscribe (and maybe a new subscribe) came since.
+        if (this.subscriptions.get(key) === subscription) this.subscriptions.delete(key);
+        throw redisUnavailable(error);
+      },
+    );
+    this.subscriptions.set(key, subscription);
+    return subscription.ready;
+  }
+
+  async unsubscribe(channel: string): Promise<void> {
+    const key = this.channelPrefix + channel;
+    if (!this.subscriptions.delete(key)) return;
+    // A connection that is down has no subscriptions; it will not get this one back.
+    if (this.subscriber.status !== 'ready') return;
+    try {
+      await this.subscriber.unsubscribe(key);
+    } catch {
+      // Dropped meanwhile: the same.
+    }
+  }
+
+  isReady(): boolean {
+    return !this.closed && this.resubscribed && this.publisher.status === 'ready' && this.subscriber.status === 'ready';
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.subscriptions.clear();
+    await Promise.all([closeRedis(this.publisher), closeRedis(this.subscriber)]);
+  }
+
+  private receive(redisChannel: string, payload: string): void {
+    const subscription = this.subscriptions.get(redisChannel);
+    if (!subscription) return;
+    const publication = decodePublication(subscription.channel, payload);
+    if (!publication) {
+      this.log.warn({ channel: subscription.channel }, 'ignored a malformed publication from redis');
+      return;
+    }
+    for (const handler of this.handlers) handler(publication);
+  }
+
+  private connectionLost(): void {
+    if (this.closed || this.lost) return;
+    this.lost = true;
+    this.log.warn('redis connection lost');
+  }
+
+  /** The subscriber is connected again: subscribe every channel, then report the reconnect. */
+  private async resubscribe(): Promise<void> {
+    const generation = this.subscriberGeneration;
+    const keys = [...this.subscriptions.keys()];
+    try {
+      for (let i = 0; i < keys.length; i += RESUBSCRIBE_BATCH) {
+        // Skip what was unsubscribed meanwhile, so no stale subscription comes back.
+        const batch = keys.slice(i, i + RESUBSCRIBE_BATCH).filter((key) => this.subscriptions.has(key));
+        if (batch.length > 0) await this.subscriber.subscribe(...batch);
+      }
+    } catch (error) {
+      // Dropped again; the next 'ready' starts over.
+      this.log.debug({ err: error }, 'redis resubscribe interrupted');
+      return;
+    }
+    if (this.closed || generation !== this.subscriberGeneration) return;
+    this.resubscribed = true;
+    this.maybeRestored();
+  }
+
+  private maybeRestored(): void {
+    if (!this.lost || !this.isReady()) return;
+    this.lost = false;
+    this.log.info({ channels: this.subscriptions.size }, 'redis connection restored');
+    for (const handler of this.reconnectHandlers) {
+      try {
+        handler();
+      } catch (error) {
+        this.log.error({ err: error }, 'broker reconnect handler failed');
+      }
+    }
+  }
+}

@@ -1,0 +1,523 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Logger } from 'pino';
+import type { RawData, WebSocket } from 'ws';
+import type { AppContext } from '../app.ts';
+import { type Principal, TokenError } from '../auth/tokens.ts';
+import type { ChannelName } from '../channels/names.ts';
+import { ERROR_CODES, ParleyError } from '../errors.ts';
+import { CloseCode } from './close-codes.ts';
+import { errorText, replyText } from './frames.ts';
+import type { Gateway } from './gateway.ts';
+import type { Subscriber } from './hub.ts';
+import type { Outbound } from './outbound.ts';
+import { type Command, type CommandOf, looksLikeCommand, parseClientFrame } from './protocol.ts';
+
+export type Route = { kind: 'ws' } | { kind: 'room' | 'notifications'; channel: string };
+
+/** Past this many unsent bytes a socket is too slow: closed 4009 rather than buffered without bound. */
+export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+/** Tolerance on `exp` for a live connection, as at verification. */
+const CLOCK_SKEW_MS = 5000;
+const EMPTY_RESULT = '{}';
+/** Shared by every send: a Buffer frame still goes out as text. */
+const TEXT_FRAME = { binary: false } as const;
+const OPEN = 1;
+/** `ws`'s Sender writes straight through in this state (nothing of its own queued). */
+const SENDER_IDLE = 0;
+
+/** The slice of net.Socket used for pre-framed writes. */
+interface RawSocket {
+  cork(): void;
+  uncork(): void;
+  write(chunk: Buffer): boolean;
+}
+
+type State = 'authenticating' | 'open' | 'closed';
+
+/**
+ * One WebSocket: authentication, parsing, rate limiting and dispatch of
+ * commands, and the socket's subscriptions. The hub pushes to it as a
+ * `Subscriber`.
+ */
+export class Connection implements Subscriber {
+  readonly id = randomUUID();
+  private state: State = 'authenticating';
+  private principal: Principal | undefined;
+  private admittedUser: string | undefined;
+  private authTimer: NodeJS.Timeout | undefined;
+  /** Frames that arrived while an upgrade token was being verified. */
+  private early: Array<{ data: RawData; isBinary: boolean }> | undefined;
+  /** Active subscriptions, and channels whose subscribe is in flight. */
+  private readonly subscriptions = new Map<string, ChannelName>();
+  private readonly subscribing = new Set<string>();
+  /**
+   * Commands run one after another in the order received, so a client sees
+   * the effect of each before the next. A publish counts as done once its
+   * store append is queued, so a burst of publishes is still committed together.
+   */
+  private tail: Promise<void> = Promise.resolve();
+  private missedPongs = 0;
+  private sentCloseCode: number | undefined;
+  /** Raw socket writes of pre-framed pushes; off when permessage-deflate was negotiated. */
+  private readonly rawWrites: boolean;
+  private readonly socket: RawSocket;
+  private readonly sender: { _state: number };
+  private corked = false;
+  private tokens: number;
+  private lastRefill = Date.now();
+  private violations = 0;
+  private readonly log: Logger;
+  private readonly ip: string | undefined;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly ctx: AppContext,
+    private readonly gateway: Gateway,
+    private readonly route: Route,
+    request: IncomingMessage,
+    private readonly upgradeToken: string | undefined,
+  ) {
+    this.ip = request.socket.remoteAddress;
+    this.log = ctx.log.child({ connectionId: this.id });
+    this.tokens = ctx.config.rateLimitBurst;
+    const internals = ws as unknown as { _socket: RawSocket; _sender: { _state: number } };
+    this.socket = internals._socket;
+    this.sender = internals._sender;
+    this.rawWrites = ws.extensions === '';
+  }
+
+  get user(): string {
+    return this.principal?.user ?? '';
+  }
+
+  get subscriptionCount(): number {
+    return this.subscriptions.size;
+  }
+
+  start(): void {
+    this.ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
+    this.ws.on('pong', () => {
+      this.missedPongs = 0;
+    });
+    this.ws.on('close', (code) => this.onClose(code));
+    this.ws.on('error', (error) => this.log.debug({ err: error }, 'socket error'));
+    if (this.upgradeToken !== undefined) {
+      this.early = [];
+      void this.authenticate(this.upgradeToken);
+    } else {
+      this.authTimer = setTimeout(() => {
+        if (this.state !== 'authenticating') return;
+        this.ctx.metrics.stats.authFailed('timeout');
+        this.close(CloseCode.AUTH_TIMEOUT, 'auth timeout');
+      }, this.ctx.config.authTimeoutMs);
+    }
+  }
+
+  // ── hub side ────────────────────────────────────────────────────────────
+
+  /**
+   * A push from the hub. The frame's bytes were framed once for every
+   * recipient and go straight to the socket, corked until the end of the
+   * turn; `ws`'s own send is the fallback when it may hold frames of its own
+   * (compression) or the socket is closing.
+   */
+  push(frame: Outbound): void {
+    if (this.state === 'closed') return;
+    const ws = this.ws;
+    if (ws.bufferedAmount > MAX_BUFFERED_BYTES) {
+      this.close(CloseCode.TOO_SLOW, 'too slow');
+      return;
+    }
+    const stats = this.ctx.metrics.stats;
+    stats.framesOut++;
+    stats.bytesOut += frame.payload.length;
+    if (this.rawWrites && ws.readyState === OPEN && this.sender._state === SENDER_IDLE) {
+      if (!this.corked) {
+        this.corked = true;
+        this.socket.cork();
+        this.gateway.corks.add(this);
+      }
+      this.socket.write(frame.wire);
+    } else {
+      ws.send(frame.payload, TEXT_FRAME);
+    }
+  }
+
+  uncork(): void {
+    this.corked = false;
+    this.socket.uncork();
+  }
+
+  send(frame: Buffer | string): void {
+    if (this.state === 'closed') return;
+    if (this.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
+      this.close(CloseCode.TOO_SLOW, 'too slow');
+      return;
+    }
+    const stats = this.ctx.metrics.stats;
+    stats.framesOut++;
+    stats.bytesOut += frame.length;
+    this.ws.send(frame, TEXT_FRAME);
+  }
+
+  // ── lifecycle ───────────────────────────────────────────────────────────
+
+  private async authenticate(token: string): Promise<void> {
+    let principal: Principal;
+    try {
+      principal = await this.ctx.tokens.verify(token);
+    } catch (error) {
+      const expired = error instanceof TokenError && error.expired;
+      this.ctx.metrics.stats.authFailed(expired ? 'expired' : 'invalid');
+      this.ctx.log.info(
+        { connectionId: this.id, ip: this.ip, reason: (error as Error).message },
+        'authentication failed',
+      );
+      this.close(expired ? CloseCode.TOKEN_EXPIRED : CloseCode.POLICY, expired ? 'token expired' : 'unauthorized');
+      return;
+    }
+    if (this.state !== 'authenticating') return;
+    clearTimeout(this.authTimer);
+    if (!this.gateway.admitUser(principal.user)) {
+      this.close(CloseCode.TRY_AGAIN_LATER, 'too many connections for this user');
+      return;
+    }
+    this.admittedUser = principal.user;
+    this.principal = principal;
+    this.state = 'open';
+    this.log.info({ user: principal.user, ip: this.ip, route: this.route.kind }, 'connection open');
+    this.send(
+      JSON.stringify({
+        type: 'welcome',
+        user: principal.user,
+        connectionId: this.id,
+        instance: this.ctx.config.instanceId,
+        heartbeatMs: this.ctx.config.heartbeatMs,
+        protocol: 1,
+      }),
+    );
+    if (this.route.kind !== 'ws') {
+      const channel = this.route.channel;
+      this.enqueue(() => this.subscribeShortcut(channel));
+    }
+    const early = this.early;
+    this.early = undefined;
+    if (early) for (const frame of early) this.onFrame(frame.data, frame.isBinary);
+  }
+
+  private onClose(received: number): void {
+    // The code that ended the socket: ours when the server closed it.
+    const code = this.sentCloseCode ?? received;
+    if (this.sentCloseCode === undefined) this.ctx.metrics.stats.closed(code);
+    if (this.state === 'closed' && this.admittedUser === undefined && !this.gateway.connections.has(this)) return;
+    this.state = 'closed';
+    clearTimeout(this.authTimer);
+    this.gateway.forget(this, this.admittedUser);
+    this.admittedUser = undefined;
+    if (this.principal) this.log.info({ user: this.user, code, ip: this.ip }, 'connection closed');
+    for (const name of this.subscriptions.values()) {
+      this.ctx.channels.unsubscribe(name, this).catch((error) => {
+        this.log.warn({ err: error, channel: name.channel }, 'cleanup on close failed');
+      });
+    }
+    this.subscriptions.clear();
+  }
+
+  close(code: number, reason: string): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.sentCloseCode = code;
+    this.ctx.metrics.stats.closed(code);
+    this.ws.close(code, reason);
+    // A peer that never answers the close handshake is cut off.
+    setTimeout(() => this.ws.terminate(), 2000).unref();
+  }
+
+  /** Graceful shutdown: close 1001 and wait for the socket to finish. */
+  shutdown(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.ws.readyState === this.ws.CLOSED) return resolve();
+      this.ws.once('close', () => resolve());
+      if (this.state === 'closed') return;
+      this.close(CloseCode.GOING_AWAY, 'server shutting down');
+    });
+  }
+
+  terminate(): void {
+    this.state = 'closed';
+    this.ws.terminate();
+  }
+
+  heartbeat(): void {
+    if (this.missedPongs >= 2) {
+      this.log.info({ user: this.user }, 'no pong: dropping connection');
+      this.state = 'closed';
+      this.ws.terminate();
+      return;
+    }
+    this.missedPongs++;
+    this.ws.ping();
+  }
+
+  checkExpiry(now: number): void {
+    if (this.state === 'open' && this.principal && this.principal.exp * 1000 + CLOCK_SKEW_MS <= now) {
+      this.close(CloseCode.TOKEN_EXPIRED, 'token expired');
+    }
+  }
+
+  // ── inbound ─────────────────────────────────────────────────────────────
+
+  private onFrame(data: RawData, isBinary: boolean): void {
+    if (this.state === 'closed') return;
+    const stats = this.ctx.metrics.stats;
+    stats.framesIn++;
+    stats.bytesIn += (data as Buffer).length;
+    if (this.early) {
+      this.early.push({ data, isBinary });
+      return;
+    }
+    if (!this.takeToken(data, isBinary)) return;
+    if (this.state === 'authenticating') {
+      this.onFirstFrame(data, isBinary);
+      return;
+    }
+    if (isBinary) {
+      this.sendError(undefined, 'bad_request', 'binary frames are not accepted: send JSON text');
+      return;
+    }
+    const text = data.toString();
+    if (this.route.kind === 'room' && !looksLikeCommand(text)) {
+      const channel = this.route.channel;
+      this.enqueue(() => this.publishText(channel, text));
+      return;
+    }
+    const parsed = parseClientFrame(text);
+    if (!parsed.ok) {
+      this.sendError(parsed.id, parsed.code, parsed.message);
+      return;
+    }
+    const command = parsed.command;
+    this.enqueue(() => this.dispatch(command));
+  }
+
+  private onFirstFrame(data: RawData, isBinary: boolean): void {
+    const parsed = isBinary ? undefined : parseClientFrame(data.toString());
+    if (!parsed?.ok || parsed.command.type !== 'auth') {
+      this.ctx.metrics.stats.authFailed('protocol');
+      this.close(CloseCode.POLICY, 'unauthorized');
+      return;
+    }
+    this.early = [];
+    void this.authenticate(parsed.command.token);
+  }
+
+  /** Token bucket: false (and an error, then 4008) when the client sends too fast. */
+  private takeToken(data: RawData, isBinary: boolean): boolean {
+    const { rateLimitPerSec, rateLimitBurst } = this.ctx.config;
+    const now = Date.now();
+    if (now > this.lastRefill) {
+      this.tokens = Math.min(rateLimitBurst, this.tokens + ((now - this.lastRefill) * rateLimitPerSec) / 1000);
+      this.lastRefill = now;
+    }
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      this.violations = 0;
+      return true;
+    }
+    this.violations++;
+    this.ctx.metrics.stats.rateLimited++;
+    if (this.violations > rateLimitBurst) {
+      this.close(CloseCode.RATE_LIMITED, 'rate limit exceeded');
+    } else {
+      // Even a refused command gets its one answer with its id.
+      const parsed = isBinary || this.state !== 'open' ? undefined : parseClientFrame(data.toString());
+      const id = parsed ? (parsed.ok ? parsed.command.id : parsed.id) : undefined;
+      this.sendError(id, 'rate_limited', `more than ${rateLimitPerSec} frames per second`);
+    }
+    return false;
+  }
+
+  private enqueue(step: () => Promise<void>): void {
+    this.tail = this.tail.then(step).catch((error) => {
+      this.log.error({ err: error }, 'command failed unexpectedly');
+    });
+  }
+
+  private async dispatch(command: Command): Promise<void> {
+    if (this.state !== 'open') return;
+    try {
+      switch (command.type) {
+        case 'auth':
+          throw new ParleyError('bad_request', 'already authenticated');
+        case 'subscribe':
+          return await this.subscribe(command);
+        case 'unsubscribe':
+          return await this.unsubscribe(command);
+        case 'publish':
+          return await this.publish(command);
+        case 'history':
+          return await this.history(command);
+        case 'presence':
+          return await this.presence(command);
+        case 'typing':
+          return await this.typing(command);
+        case 'refresh':
+          return await this.refresh(command);
+        case 'ping':
+          return this.reply(command.id, EMPTY_RESULT);
+      }
+    } catch (error) {
+      // Even typing, which never gets a reply, reports its failure under its id.
+      this.fail(command.id, error);
+    }
+  }
+
+  // ── commands ────────────────────────────────────────────────────────────
+
+  private async subscribe(command: CommandOf<'subscribe'>): Promise<void> {
+    const subscribed = await this.subscribeChannel(command.channel, command.since);
+    if (!subscribed) return;
+    this.reply(command.id, subscribed.json);
+    await subscribed.activate();
+  }
+
+  /**
+   * Subscribes and returns the reply's JSON. The caller sends the reply, then
+   * calls `activate`, which starts the pushes: none can overtake the reply.
+   */
+  private async subscribeChannel(
+    channel: string,
+    since: { offset: number; epoch: string } | undefined,
+  ): Promise<{ json: string; activate: () => Promise<void> } | undefined> {
+    const principal = this.principal as Principal;
+    if (this.subscriptions.has(channel) || this.subscribing.has(channel)) {
+      throw new ParleyError('conflict', `already subscribed to ${channel}`);
+    }
+    if (this.subscriptions.size + this.subscribing.size >= this.ctx.config.maxSubscriptions) {
+      throw new ParleyError('rate_limited', `at most ${this.ctx.config.maxSubscriptions} subscriptions per connection`);
+    }
+    this.subscribing.add(channel);
+    try {
+      const name = await this.ctx.channels.authorize(principal, channel, 'subscribe');
+      const result = await this.ctx.channels.subscribe(name, this, since);
+      if (this.state !== 'open') {
+        // Closed meanwhile: undo, since onClose did not know this subscription.
+        await this.ctx.channels.unsubscribe(name, this);
+        return undefined;
+      }
+      this.subscriptions.set(channel, name);
+      return {
+        json: JSON.stringify(result),
+        activate: () => this.ctx.channels.activate(name, this, result.offset),
+      };
+    } finally {
+      this.subscribing.delete(channel);
+    }
+  }
+
+  private async subscribeShortcut(channel: string): Promise<void> {
+    try {
+      const subscribed = await this.subscribeChannel(channel, undefined);
+      if (!subscribed) return;
+      this.send(`{"type":"reply","result":${subscribed.json}}`);
+      await subscribed.activate();
+    } catch (error) {
+      const parley = this.toParleyError(error);
+      this.sendError(undefined, parley.code, parley.message);
+      this.close(CloseCode.POLICY, parley.code);
+    }
+  }
+
+  private async unsubscribe(command: CommandOf<'unsubscribe'>): Promise<void> {
+    const name = this.subscriptions.get(command.channel);
+    if (name) {
+      this.subscriptions.delete(command.channel);
+      await this.ctx.channels.unsubscribe(name, this);
+    }
+    this.reply(command.id, EMPTY_RESULT);
+  }
+
+  private async publish(command: CommandOf<'publish'>): Promise<void> {
+    const name = await this.authorizePublish(command.channel);
+    const from = (this.principal as Principal).user;
+    // Queued now, in frame order; answered whenever the store commits.
+    this.ctx.channels.publish(name, from, command.data, command.idempotencyKey).then(
+      (published) => this.reply(command.id, published.json),
+      (error) => this.fail(command.id, error),
+    );
+  }
+
+  private async publishText(channel: string, text: string): Promise<void> {
+    try {
+      const name = await this.authorizePublish(channel);
+      this.ctx.channels
+        .publish(name, (this.principal as Principal).user, { text })
+        .catch((error) => this.fail(undefined, error));
+    } catch (error) {
+      this.fail(undefined, error);
+    }
+  }
+
+  /** A subscribed room or DM was authorized at subscribe, and there publishing needs the same right. */
+  private authorizePublish(channel: string): Promise<ChannelName> | ChannelName {
+    const name = this.subscriptions.get(channel);
+    if (name && (name.namespace === 'room' || name.namespace === 'dm')) return name;
+    return this.ctx.channels.authorize(this.principal as Principal, channel, 'publish');
+  }
+
+  private async history(command: CommandOf<'history'>): Promise<void> {
+    const name = await this.ctx.channels.authorize(this.principal as Principal, command.channel, 'read');
+    const page = await this.ctx.channels.history(name, command.before, command.limit ?? 50);
+    this.reply(command.id, JSON.stringify(page));
+  }
+
+  private async presence(command: CommandOf<'presence'>): Promise<void> {
+    const name = await this.ctx.channels.authorize(this.principal as Principal, command.channel, 'read');
+    const users = await this.ctx.channels.presence(name);
+    this.reply(command.id, JSON.stringify({ users }));
+  }
+
+  private async typing(command: CommandOf<'typing'>): Promise<void> {
+    const name = await this.authorizePublish(command.channel);
+    await this.ctx.channels.typing(name, (this.principal as Principal).user);
+  }
+
+  private async refresh(command: CommandOf<'refresh'>): Promise<void> {
+    let next: Principal;
+    try {
+      next = await this.ctx.tokens.verify(command.token);
+    } catch (error) {
+      if (error instanceof TokenError) {
+        throw new ParleyError('unauthorized', error.expired ? 'token expired' : 'invalid token');
+      }
+      throw error;
+    }
+    if (next.user !== (this.principal as Principal).user) {
+      throw new ParleyError('forbidden', 'the new token is for another user');
+    }
+    this.principal = next;
+    this.reply(command.id, JSON.stringify({ expiresAt: new Date(next.exp * 1000).toISOString() }));
+  }
+
+  // ── outbound helpers ────────────────────────────────────────────────────
+
+  private reply(id: number | undefined, resultJson: string): void {
+    if (id !== undefined) this.send(replyText(id, resultJson));
+  }
+
+  private toParleyError(error: unknown): ParleyError {
+    if (error instanceof ParleyError) return error;
+    this.log.error({ err: error }, 'internal error in a command');
+    return new ParleyError('internal', ERROR_CODES.internal.message);
+  }
+
+  private fail(id: number | undefined, error: unknown): void {
+    const parley = this.toParleyError(error);
+    this.sendError(id, parley.code, parley.message);
+  }
+
+  private sendError(id: number | undefined, code: ParleyError['code'], message: string): void {
+    this.send(errorText(id, code, message));
+  }
+}

@@ -1,0 +1,249 @@
+import { randomUUID } from 'node:crypto';
+import { ParleyError } from '../errors.ts';
+import {
+  type AppendInput,
+  type AppendResult,
+  type ChannelPosition,
+  type HistoryPage,
+  IDEMPOTENCY_WINDOW_MS,
+  type MessageStore,
+  type StoredMessage,
+} from './store.ts';
+
+/** The slice of better-sqlite3 this store uses (structural, as Kysely does). */
+export interface SqliteHandle {
+  prepare(source: string): SqliteStatement;
+  transaction<A extends unknown[], R>(fn: (...args: A) => R): { immediate(...args: A): R };
+}
+interface SqliteStatement {
+  run(...params: unknown[]): unknown;
+  get(...params: unknown[]): unknown;
+  all(...params: unknown[]): unknown[];
+}
+
+interface MessageRow {
+  seq: number;
+  id: string;
+  sender: string;
+  data: string;
+  ts: number;
+}
+
+interface PendingAppend {
+  input: AppendInput;
+  resolve(result: AppendResult): void;
+  reject(error: unknown): void;
+}
+
+/**
+ * The embedded message store: one SQLite file (or `:memory:`), one instance.
+ *
+ * better-sqlite3 is synchronous, so an append is queued and every append of
+ * one event-loop turn is written in a single transaction on the next
+ * (group commit): under load a thousand publishes cost one commit, and a lone
+ * publish waits one turn of the loop.
+ */
+export class SqliteMessageStore implements MessageStore {
+  readonly epoch: string;
+  private pending: PendingAppend[] = [];
+  private flushScheduled = false;
+  private closed = false;
+
+  private readonly selectLastSeq: SqliteStatement;
+  private readonly upsertChannel: SqliteStatement;
+  private readonly insertMessage: SqliteStatement;
+  private readonly selectByIdempotencyKey: SqliteStatement;
+  private readonly deleteOlderThan: SqliteStatement;
+  private readonly selectRange: SqliteStatement;
+  private readonly selectLatest: SqliteStatement;
+  private readonly selectBefore: SqliteStatement;
+  private readonly selectOne: SqliteStatement;
+  private readonly writeBatch: (batch: PendingAppend[]) => AppendResult[];
+
+  constructor(sqlite: SqliteHandle) {
+    const epochRow = sqlite.prepare("SELECT value FROM meta WHERE key = 'epoch'").get() as
+      | { value: string }
+      | undefined;
+    if (!epochRow) throw new Error('store is not migrated: meta.epoch is missing');
+    this.epoch = epochRow.value;
+
+    const columns = 'seq, id, sender, data, ts';
+    this.selectLastSeq = sqlite.prepare('SELECT last_seq FROM channels WHERE name = ?');
+    this.upsertChannel = sqlite.prepare(
+      'INSERT INTO channels (name, last_seq) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq',
+    );
+    this.insertMessage = sqlite.prepare(
+      'INSERT INTO messages (channel, seq, id, sender, data, ts, idem_key) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    );
+    this.selectByIdempotencyKey = sqlite.prepare(
+      `SELECT ${columns} FROM messages WHERE channel = ? AND sender = ? AND idem_key = ? AND ts > ? ORDER BY seq LIMIT 1`,
+    );
+    this.deleteOlderThan = sqlite.prepare('DELETE FROM messages WHERE channel = ? AND seq <= ?');
+    this.selectRange = sqlite.prepare(
+      `SELECT ${columns} FROM messages WHERE channel = ? AND seq > ? AND seq <= ? ORDER BY seq`,
+    );
+    this.selectLatest = sqlite.prepare(`SELECT ${columns} FROM messages WHERE channel = ? ORDER BY seq DESC LIMIT ?`);
+    this.selectBefore = sqlite.prepare(
+      `SELECT ${columns} FROM messages WHERE channel = ? AND seq < ? ORDER BY seq DESC LIMIT ?`,
+    );
+    this.selectOne = sqlite.prepare('SELECT 1');
+    // IMMEDIATE takes the write lock up front, so a second process on the same
+    // file waits (busy_timeout) instead of failing mid-batch on a stale snapshot.
+    const transaction = sqlite.transaction((batch: PendingAppend[]) => this.write(batch));
+    this.writeBatch = (batch) => transaction.immediate(batch);
+  }
+
+  append(input: AppendInput): Promise<AppendResult> {
+    if (this.closed) return Promise.reject(new ParleyError('unavailable', 'the message store is closed'));
+    return new Promise((resolve, reject) => {
+      this.pending.push({ input, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(this.flush);
+      }
+    });
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    const batch = this.pending;
+    if (batch.length === 0) return;
+    this.pending = [];
+    let results: AppendResult[];
+    try {
+      results = this.writeBatch(batch);
+    } catch (cause) {
+      const error = new ParleyError('unavailable', 'the message store failed to write');
+      error.cause = cause;
+      for (const item of batch) item.reject(error);
+      return;
+    }
+    for (let i = 0; i < batch.length; i++) batch[i]?.resolve(results[i] as AppendResult);
+  };
+
+  /** Runs inside one transaction. */
+  private write(batch: PendingAppend[]): AppendResult[] {
+    const now = Date.now();
+    const ts = new Date(now).toISOString();
+    const lastSeq = new Map<string, number>();
+    const retain = new Map<string, number>();
+    // Keys used earlier in this same batch are not in the table yet.
+    const batchKeys = new Map<string, StoredMessage>();
+    const results: AppendResult[] = new Array(batch.length);
+
+    for (let i = 0; i < batch.length; i++) {
+      const { channel, from, data, idempotencyKey } = (batch[i] as PendingAppend).input;
+      let scopedKey: string | undefined;
+      if (idempotencyKey !== undefined) {
+        scopedKey = `${channel}\u0000${from}\u0000${idempotencyKey}`;
+        const earlier = batchKeys.get(scopedKey) ?? this.findByKey(channel, from, idempotencyKey, now);
+        if (earlier) {
+          results[i] = { message: earlier, duplicate: true };
+          continue;
+        }
+      }
+      let seq = lastSeq.get(channel);
+      if (seq === undefined) {
+        const row = this.selectLastSeq.get(channel) as { last_seq: number } | undefined;
+        seq = row ? row.last_seq : 0;
+      }
+      seq += 1;
+      lastSeq.set(channel, seq);
+      const id = randomUUID();
+      const value = data === undefined ? null : data;
+      this.insertMessage.run(channel, seq, id, from, JSON.stringify(value), now, idempotencyKey ?? null);
+      const message: StoredMessage = { id, channel, offset: seq, epoch: this.epoch, from, data: value, ts };
+      if (scopedKey !== undefined) batchKeys.set(scopedKey, message);
+      const keep = (batch[i] as PendingAppend).input.retain;
+      if (keep !== undefined) retain.set(channel, keep);
+      results[i] = { message, duplicate: false };
+    }
+
+    for (const [channel, seq] of lastSeq) this.upsertChannel.run(channel, seq);
+    for (const [channel, keep] of retain) {
+      const last = lastSeq.get(channel) as number;
+      if (last > keep) this.deleteOlderThan.run(channel, last - keep);
+    }
+    return results;
+  }
+
+  private findByKey(channel: string, from: string, key: string, now: number): StoredMessage | undefined {
+    const row = this.selectByIdempotencyKey.get(channel, from, key, now - IDEMPOTENCY_WINDOW_MS) as
+      | MessageRow
+      | undefined;
+    return row ? this.toMessage(channel, row) : undefined;
+  }
+
+  private toMessage(channel: string, row: MessageRow): StoredMessage {
+    return {
+      id: row.id,
+      channel,
+      offset: row.seq,
+      epoch: this.epoch,
+      from: row.sender,
+      data: JSON.parse(row.data),
+      ts: new Date(row.ts).toISOString(),
+    };
+  }
+
+  private read<T>(fn: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new ParleyError('unavailable', 'the message store is closed'));
+    try {
+      return Promise.resolve(fn());
+    } catch (cause) {
+      const error = new ParleyError('unavailable', 'the message store failed to read');
+      error.cause = cause;
+      return Promise.reject(error);
+    }
+  }
+
+  position(channel: string): Promise<ChannelPosition> {
+    return this.read(() => {
+      const row = this.selectLastSeq.get(channel) as { last_seq: number } | undefined;
+      return { offset: row ? row.last_seq : 0, epoch: this.epoch };
+    });
+  }
+
+  positions(channels: string[]): Promise<Map<string, number>> {
+    return this.read(() => {
+      const result = new Map<string, number>();
+      for (const channel of channels) {
+        const row = this.selectLastSeq.get(channel) as { last_seq: number } | undefined;
+        result.set(channel, row ? row.last_seq : 0);
+      }
+      return result;
+    });
+  }
+
+  range(channel: string, after: number, upTo: number): Promise<StoredMessage[]> {
+    return this.read(() =>
+      (this.selectRange.all(channel, after, upTo) as MessageRow[]).map((row) => this.toMessage(channel, row)),
+    );
+  }
+
+  history(channel: string, before: number | undefined, limit: number): Promise<HistoryPage> {
+    return this.read(() => {
+      const rows = (
+        before === undefined
+          ? this.selectLatest.all(channel, limit + 1)
+          : this.selectBefore.all(channel, before, limit + 1)
+      ) as MessageRow[];
+      const hasMore = rows.length > limit;
+      if (hasMore) rows.pop();
+      rows.reverse();
+      return { messages: rows.map((row) => this.toMessage(channel, row)), hasMore };
+    });
+  }
+
+  ping(): Promise<void> {
+    return this.read(() => {
+      this.selectOne.get();
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+  }
+}
