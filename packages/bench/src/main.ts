@@ -29,6 +29,7 @@ import {
   detectPinning,
   Loadgen,
   type Pinning,
+  profileParleyInto,
   repoRoot,
   rssBytes,
   type ServerProcess,
@@ -75,6 +76,8 @@ Options:
   --servers <a,b>         only these servers: parley, ws, socketio
   --step-seconds <n>      measured seconds per step (default 5, quick 2)
   --out <dir>             output directory (default bench-results/<timestamp>)
+  --profile               run Parley with --cpu-prof; the .cpuprofile files go to
+                          <out>/profiles (open them in Chrome DevTools or speedscope)
   --docs                  also put the tables into docs/benchmarks.md (between its
                           bench:latest markers) and the fan-out chart into
                           docs/images/fanout-latency.svg
@@ -94,6 +97,7 @@ interface Settings {
   budgetMs: number;
   latencyBoundMs: number;
   updateDocs: boolean;
+  profile: boolean;
 }
 
 function parseArgs(argv: string[]): Settings {
@@ -109,6 +113,7 @@ function parseArgs(argv: string[]): Settings {
     budgetMs: 9.5 * 60_000,
     latencyBoundMs: 50,
     updateDocs: false,
+    profile: false,
   };
   let stepGiven = false;
   for (let i = 0; i < argv.length; i++) {
@@ -154,6 +159,9 @@ function parseArgs(argv: string[]): Settings {
       case '--docs':
         settings.updateDocs = true;
         break;
+      case '--profile':
+        settings.profile = true;
+        break;
       default:
         throw new Error(`unknown option "${arg}" (see --help)`);
     }
@@ -174,6 +182,12 @@ const tokens = new TokenService({ secret: JWT_SECRET, accessTokenTtl: 6 * 3600 }
 /** Client source addresses: one port range each, so ~19,000 sockets never run out of ephemeral ports. */
 const LOCAL_ADDRESSES = Array.from({ length: 16 }, (_, i) => `127.0.0.${i + 2}`);
 const SOCKETS_PER_LOADGEN = 18_000;
+/**
+ * Parley's heartbeat interval in the idle scenario: short, so that the pings'
+ * cost stands out from the noise of /proc's 10 ms CPU ticks (the default 25 s
+ * pings 19,000 sockets only 760 times a second).
+ */
+const HEARTBEAT_PROBE_MS = 2000;
 
 const cleanups: Array<() => Promise<unknown>> = [];
 let startedAt = Date.now();
@@ -240,7 +254,7 @@ interface Deployment {
  * One or two instances of `kind`. Parley: one instance on a SQLite file, two
  * on a PostgreSQL database of their own and Redis; the others: Redis when two.
  */
-async function deploy(kind: ServerKind, instances: 1 | 2): Promise<Deployment> {
+async function deploy(kind: ServerKind, instances: 1 | 2, extraEnv: Record<string, string> = {}): Promise<Deployment> {
   const pin = pinning.enabled ? pinning.serverCpu : undefined;
   const undo: Array<() => Promise<unknown>> = [];
   const stop = async () => {
@@ -252,7 +266,7 @@ async function deploy(kind: ServerKind, instances: 1 | 2): Promise<Deployment> {
       if (instances === 1) {
         const dir = mkdtempSync(join(tmpdir(), 'parley-bench-'));
         undo.push(async () => rmSync(dir, { recursive: true, force: true }));
-        envs.push(parleyEnv(`sqlite:${join(dir, 'parley.db')}`));
+        envs.push(parleyEnv(`sqlite:${join(dir, 'parley.db')}`, extraEnv));
       } else {
         const database = await createTestDatabase();
         undo.push(() => database.drop());
@@ -264,6 +278,7 @@ async function deploy(kind: ServerKind, instances: 1 | 2): Promise<Deployment> {
               REDIS_URL: REDIS_TEST_URL,
               REDIS_KEY_PREFIX: prefix,
               INSTANCE_ID: `bench-${i + 1}`,
+              ...extraEnv,
             }),
           );
       }
@@ -591,7 +606,7 @@ async function idle(): Promise<IdleResult> {
   const targets = settings.quick ? [10000] : [10000, 19000];
   const title = '3. Idle connections: memory and connect rate';
   progress(`── ${title}`);
-  const description = `Each server holds ${targets.map((n) => fmt(n)).join(' then ')} idle connections, each joined to a room of 100 (Parley: authenticated by a bearer token on the upgrade and subscribed). One process cannot hold 50,000 here (open files are capped at 20,000 per process), so **the 50,000 row is extrapolated linearly** from RSS before connecting and RSS at ${fmt(targets.at(-1))}. Connections come from ${LOCAL_ADDRESSES.length} source addresses (127.0.0.2–127.0.0.${LOCAL_ADDRESSES.length + 1}), ${fmt(Math.ceil(targets.at(-1)! / SOCKETS_PER_LOADGEN))} load-generator process(es), 64 handshakes in flight per process. RSS is read from /proc 2 s after the last connect (no forced GC).`;
+  const description = `Each server holds ${targets.map((n) => fmt(n)).join(' then ')} idle connections, each joined to a room of 100 (Parley: authenticated by a bearer token on the upgrade and subscribed). One process cannot hold 50,000 here (open files are capped at 20,000 per process), so **the 50,000 row is extrapolated linearly** from RSS before connecting and RSS at ${fmt(targets.at(-1))}. Connections come from ${LOCAL_ADDRESSES.length} source addresses (127.0.0.2–127.0.0.${LOCAL_ADDRESSES.length + 1}), ${fmt(Math.ceil(targets.at(-1)! / SOCKETS_PER_LOADGEN))} load-generator process(es), 64 handshakes in flight per process. RSS is read from /proc 2 s after the last connect (no forced GC). Parley runs with HEARTBEAT_MS=${fmt(HEARTBEAT_PROBE_MS)} here (its idle CPU includes those pings), so that the heartbeat's cost can be measured and scaled to the default 25 s.`;
   const results: IdleServerResult[] = [];
   for (const kind of settings.servers) {
     const entry: IdleServerResult = {
@@ -605,7 +620,8 @@ async function idle(): Promise<IdleResult> {
     let deployment: Deployment | undefined;
     let loadgens: Awaited<ReturnType<typeof startLoadgens>> | undefined;
     try {
-      deployment = await deploy(kind, 1);
+      // Parley pings every socket every HEARTBEAT_MS; a short interval makes that cost measurable.
+      deployment = await deploy(kind, 1, kind === 'parley' ? { HEARTBEAT_MS: String(HEARTBEAT_PROBE_MS) } : {});
       const server = deployment.servers[0]!;
       const genCount = Math.max(1, Math.ceil(targets.at(-1)! / SOCKETS_PER_LOADGEN));
       loadgens = await startLoadgens(genCount);
@@ -674,6 +690,27 @@ async function idle(): Promise<IdleResult> {
         if (errors > 0) break;
       }
       const last = entry.points.at(-1);
+      if (kind === 'parley' && last && last.connections > 0 && last.errors === 0) {
+        const seconds = settings.quick ? 4 : 8;
+        const cpu0 = cpuSeconds(server.pid);
+        const wall0 = nowUs();
+        await sleep(seconds * 1000);
+        const cpu = cpuSeconds(server.pid) - cpu0;
+        const wall = (nowUs() - wall0) / 1e6;
+        const pings = (last.connections * wall * 1000) / HEARTBEAT_PROBE_MS;
+        const usPerPing = (cpu * 1e6) / pings;
+        entry.heartbeat = {
+          intervalMs: HEARTBEAT_PROBE_MS,
+          connections: last.connections,
+          seconds: wall,
+          cpuPct: (cpu / wall) * 100,
+          usPerPing,
+          at100kPct: ((usPerPing * 100_000) / 25 / 1e6) * 100,
+        };
+        progress(
+          `idle Parley heartbeats: ${fmt(entry.heartbeat.cpuPct, 1)} % of a core for ${fmt(last.connections)} sockets pinged every ${fmt(HEARTBEAT_PROBE_MS)} ms = ${fmt(usPerPing, 2)} µs per ping; 100,000 at 25 s: ${fmt(entry.heartbeat.at100kPct, 2)} % of a core`,
+        );
+      }
       if (last && last.connections > 0) {
         entry.bytesPerConnection = ((last.rssMiB - entry.baseRssMiB) * 1048576) / last.connections;
         entry.extrapolated50kMiB = entry.baseRssMiB + (entry.bytesPerConnection * 50_000) / 1048576;
@@ -836,6 +873,12 @@ async function main(): Promise<void> {
   );
   progress(`${pinning.note}; scenarios ${settings.scenarios.join(', ')}; servers ${settings.servers.join(', ')}`);
   progress(`results in ${settings.outDir}`);
+  if (settings.profile) {
+    const dir = join(settings.outDir, 'profiles');
+    mkdirSync(dir, { recursive: true });
+    profileParleyInto(dir);
+    progress(`profiling Parley: CPU profiles in ${dir}`);
+  }
 
   let interrupted = false;
   const onSignal = (signal: string) => {

@@ -151,10 +151,30 @@ async function kill(child: ChildProcess, exited: Promise<unknown>): Promise<void
   running.delete(child);
 }
 
+/**
+ * Where Parley's CPU profiles go (`--profile`): each Parley process then runs
+ * with `--cpu-prof` and is stopped with SIGTERM, so that it exits by itself
+ * and writes its profile, instead of being killed.
+ */
+let profileDir: string | undefined;
+
+export function profileParleyInto(dir: string): void {
+  profileDir = dir;
+}
+
+/** SIGTERM, then SIGKILL if the process has not exited within `graceMs`. */
+async function terminate(child: ChildProcess, exited: Promise<unknown>, graceMs: number): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, graceMs))]);
+  await kill(child, exited);
+}
+
 export async function startServer(kind: ServerKind, env: Record<string, string>, pin: string | undefined) {
   const port = await freePort();
   const entry = kind === 'parley' ? parleyEntry : serverEntries[kind];
-  const [file, args] = command(pin, ['--import', 'tsx', entry]);
+  const profiling = kind === 'parley' && profileDir !== undefined;
+  const profileArgs = profiling ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  const [file, args] = command(pin, [...profileArgs, '--import', 'tsx', entry]);
   const child = spawn(file, args, {
     cwd: repoRoot,
     env: { ...process.env, NODE_ENV: 'development', ...env, HOST: '127.0.0.1', PORT: String(port) },
@@ -180,7 +200,7 @@ export async function startServer(kind: ServerKind, env: Record<string, string>,
     wsUrl: `ws://127.0.0.1:${port}`,
     output,
     exited,
-    stop: () => kill(child, exited),
+    stop: () => (profiling ? terminate(child, exited, 20_000) : kill(child, exited)),
   };
   try {
     await waitReady(url, exited, output);

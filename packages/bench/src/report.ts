@@ -78,7 +78,20 @@ export interface IdleServerResult {
   points: IdlePoint[];
   bytesPerConnection: number;
   extrapolated50kMiB: number;
+  /** Parley only: its heartbeat measured at a short interval and scaled to 100,000 connections at 25 s. */
+  heartbeat?: HeartbeatCost;
   error?: string;
+}
+
+export interface HeartbeatCost {
+  intervalMs: number;
+  connections: number;
+  seconds: number;
+  cpuPct: number;
+  /** Server CPU per ping sent and pong received. */
+  usPerPing: number;
+  /** usPerPing × 100,000 / 25 s, as a share of one core. */
+  at100kPct: number;
 }
 
 export interface IdleResult {
@@ -333,6 +346,11 @@ export function idleMarkdown(scenario: IdleResult): string {
     ]);
   const lines = [`### ${scenario.title}`, '', scenario.description, '', comparison(rows), ''];
   for (const r of scenario.results) {
+    const h = r.heartbeat;
+    if (h)
+      lines.push(
+        `- ${SERVER_LABEL[r.server]} heartbeats: with HEARTBEAT_MS=${fmt(h.intervalMs)} and ${fmt(h.connections)} connections the server used ${fmt(h.cpuPct, 1)} % of a core over ${fmt(h.seconds)} s, ${fmt(h.usPerPing, 2)} µs per ping and pong; **100,000 connections at the default 25 s: ${fmt(h.at100kPct, 2)} % of a core** (extrapolated: one process holds under 20,000 sockets here).`,
+      );
     if (r.error) lines.push(`- ${SERVER_LABEL[r.server]}: **failed**: ${r.error}`);
     for (const p of r.points)
       if (p.errors)
