@@ -6,7 +6,13 @@ import { join } from 'node:path';
 import { after, afterEach, beforeEach, describe, it } from 'node:test';
 import { ParleyError } from '../src/errors.ts';
 import { type Database, openDatabase } from '../src/store/database.ts';
-import type { AppendInput, MessageStore, StoredMessage } from '../src/store/store.ts';
+import {
+  type AppendInput,
+  IDEMPOTENCY_WINDOW_MS,
+  type MessageStore,
+  type MessageStoreOptions,
+  type StoredMessage,
+} from '../src/store/store.ts';
 import { createTestDatabase, postgresSkipReason, type TestDatabase } from './support/postgres.ts';
 
 /**
@@ -31,22 +37,22 @@ export interface StoreBackend {
   skip?: string | false | undefined;
   /** Whether history outlives the process; the reopen test runs only then. */
   durable: boolean;
-  /** A fresh, empty store: each call is a new database with its own epoch. */
-  open(): Promise<StoreFixture>;
+  /** A fresh, empty store: each call is a new database with its own epoch (`options` apply to reopens too). */
+  open(options?: MessageStoreOptions): Promise<StoreFixture>;
 }
 
 const sqliteFile: StoreBackend = {
   name: 'sqlite file',
   durable: true,
-  async open() {
+  async open(options) {
     const dir = await mkdtemp(join(tmpdir(), 'parley-store-'));
     const url = `sqlite:${join(dir, 'parley.db')}`;
-    let database: Database = await openDatabase(url);
+    let database: Database = await openDatabase(url, undefined, options);
     return {
       store: database.messages,
       async reopen() {
         await database.close();
-        database = await openDatabase(url);
+        database = await openDatabase(url, undefined, options);
         return database.messages;
       },
       async cleanup() {
@@ -60,8 +66,8 @@ const sqliteFile: StoreBackend = {
 const sqliteMemory: StoreBackend = {
   name: 'sqlite :memory:',
   durable: false,
-  async open() {
-    const database = await openDatabase('sqlite::memory:');
+  async open(options) {
+    const database = await openDatabase('sqlite::memory:', undefined, options);
     return { store: database.messages, cleanup: () => database.close() };
   },
 };
@@ -91,14 +97,14 @@ const postgres: StoreBackend = {
   name: 'postgres',
   skip: postgresSkip,
   durable: true,
-  async open() {
+  async open(options) {
     const testDatabase = await takeDatabase();
-    let database: Database = await openDatabase(testDatabase.url);
+    let database: Database = await openDatabase(testDatabase.url, undefined, options);
     return {
       store: database.messages,
       async reopen() {
         await database.close();
-        database = await openDatabase(testDatabase.url);
+        database = await openDatabase(testDatabase.url, undefined, options);
         return database.messages;
       },
       async cleanup() {
@@ -397,6 +403,38 @@ for (const backend of backends) {
       assert.deepEqual(bobAgain.message, bob.message);
     });
 
+    it('keeps an idempotency key after retention trimmed its message (PROTOCOL §3)', async () => {
+      const ch = channel('idem-trim');
+      const first = await store.append({ channel: ch, from: 'alice', data: 'keyed', idempotencyKey: 'k', retain: 3 });
+      await appendMany(store, ch, 10, { retain: 3 });
+      assert.deepEqual(offsets((await store.history(ch, undefined, 100)).messages), [9, 10, 11], 'offset 1 is gone');
+      const retry = await store.append({ channel: ch, from: 'alice', data: 'retry', idempotencyKey: 'k', retain: 3 });
+      assert.equal(retry.duplicate, true);
+      assert.deepEqual(retry.message, first.message, 'the first stored message, although trimmed');
+      assert.deepEqual(await store.position(ch), { offset: 11, epoch: store.epoch }, 'nothing new was stored');
+      // Also when the retry comes in one batch with more trimming appends.
+      const [again] = await Promise.all([
+        store.append({ channel: ch, from: 'alice', data: 'retry 2', idempotencyKey: 'k', retain: 3 }),
+        ...Array.from({ length: 5 }, (_, i) => store.append({ channel: ch, from: 'bob', data: i, retain: 3 })),
+      ]);
+      assert.equal(again?.duplicate, true);
+      assert.deepEqual(again?.message, first.message);
+      assert.deepEqual(await store.position(ch), { offset: 16, epoch: store.epoch });
+    });
+
+    it('keeps the key of a message trimmed in the batch that stored it', async () => {
+      const ch = channel('idem-trim-batch');
+      const [keyed] = await Promise.all([
+        store.append({ channel: ch, from: 'alice', data: 'keyed', idempotencyKey: 'k', retain: 2 }),
+        ...Array.from({ length: 4 }, (_, i) => store.append({ channel: ch, from: 'alice', data: i, retain: 2 })),
+      ]);
+      assert.equal(keyed?.message.offset, 1);
+      assert.deepEqual(offsets(await store.range(ch, 0, 10)), [4, 5]);
+      const retry = await store.append({ channel: ch, from: 'alice', data: 'retry', idempotencyKey: 'k' });
+      assert.equal(retry.duplicate, true);
+      assert.deepEqual(retry.message, keyed?.message);
+    });
+
     it('keeps only the newest `retain` messages, offsets unchanged', async () => {
       const ch = channel('retain');
       const unlimited = channel('unlimited');
@@ -425,6 +463,40 @@ for (const backend of backends) {
       );
       assert.deepEqual(await store.position(ch), { offset: 12, epoch: store.epoch });
       assert.deepEqual(offsets((await store.history(ch, undefined, 100)).messages), [8, 9, 10, 11, 12]);
+    });
+
+    it('frees an idempotency key once IDEMPOTENCY_WINDOW_MS has passed', async () => {
+      let now = Date.parse('2026-01-01T12:00:00.000Z');
+      const timed = await backend.open({ now: () => now });
+      try {
+        const clocked = timed.store;
+        const ch = channel('idem-window');
+        const first = await clocked.append({ channel: ch, from: 'alice', data: 1, idempotencyKey: 'k' });
+        assert.equal(first.message.ts, '2026-01-01T12:00:00.000Z', 'the injected clock stamps the message');
+        now += IDEMPOTENCY_WINDOW_MS - 1;
+        const inside = await clocked.append({ channel: ch, from: 'alice', data: 2, idempotencyKey: 'k' });
+        assert.equal(inside.duplicate, true, 'one millisecond before the window ends');
+        assert.deepEqual(inside.message, first.message);
+        now += 1;
+        const after = await clocked.append({ channel: ch, from: 'alice', data: 3, idempotencyKey: 'k' });
+        assert.equal(after.duplicate, false, 'the window has passed: a new message');
+        assert.equal(after.message.offset, 2);
+        assert.equal(after.message.data, 3);
+        // The key now answers with the new message, for a new window.
+        now += IDEMPOTENCY_WINDOW_MS - 1;
+        const retry = await clocked.append({ channel: ch, from: 'alice', data: 4, idempotencyKey: 'k' });
+        assert.equal(retry.duplicate, true);
+        assert.deepEqual(retry.message, after.message);
+        // Far later (expired keys pruned meanwhile), the key is free again; other keys are unaffected.
+        now += 5 * IDEMPOTENCY_WINDOW_MS;
+        const other = await clocked.append({ channel: ch, from: 'alice', data: 5, idempotencyKey: 'other' });
+        assert.equal(other.duplicate, false);
+        const late = await clocked.append({ channel: ch, from: 'alice', data: 6, idempotencyKey: 'k' });
+        assert.equal(late.duplicate, false);
+        assert.deepEqual(offsets(await clocked.range(ch, 0, 10)), [1, 2, 3, 4]);
+      } finally {
+        await timed.cleanup();
+      }
     });
 
     const durableIt = backend.durable ? it : () => undefined;

@@ -7,7 +7,7 @@ import { ParleyError } from '../errors.ts';
 import { migrationProvider } from './migrations/index.ts';
 import type { Tables } from './schema.ts';
 import { SqliteMessageStore } from './sqlite.ts';
-import type { MessageStore } from './store.ts';
+import type { MessageStore, MessageStoreOptions } from './store.ts';
 
 /** The database behind every repository and the message store. */
 export interface Database {
@@ -18,17 +18,17 @@ export interface Database {
 }
 
 /** Opens the database named by DATABASE_URL and brings its schema up to date. */
-export async function openDatabase(url: string, log?: Logger): Promise<Database> {
-  if (url.startsWith('sqlite:')) return openSqlite(url.slice('sqlite:'.length));
+export async function openDatabase(url: string, log?: Logger, options: MessageStoreOptions = {}): Promise<Database> {
+  if (url.startsWith('sqlite:')) return openSqlite(url.slice('sqlite:'.length), options);
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
     // Loaded only when used, so an embedded instance never loads pg.
     const { openPostgres } = await import('./postgres.ts');
-    return openPostgres(url, log);
+    return openPostgres(url, log, options);
   }
   throw new ParleyError('bad_request', `DATABASE_URL "${url.split(':')[0]}:…" is not sqlite: or postgres://`);
 }
 
-async function openSqlite(path: string): Promise<Database> {
+async function openSqlite(path: string, options: MessageStoreOptions): Promise<Database> {
   const memory = path === ':memory:';
   if (!memory) mkdirSync(dirname(resolve(path)), { recursive: true });
   const sqlite = new BetterSqlite3(memory ? ':memory:' : path);
@@ -40,7 +40,7 @@ async function openSqlite(path: string): Promise<Database> {
   sqlite.pragma('foreign_keys = ON');
   const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: sqlite }) });
   await migrate(db);
-  const messages = new SqliteMessageStore(sqlite);
+  const messages = new SqliteMessageStore(sqlite, options);
   return {
     kind: 'sqlite',
     db,

@@ -19,7 +19,9 @@ import {
   type ChannelPosition,
   type HistoryPage,
   IDEMPOTENCY_WINDOW_MS,
+  KEY_PRUNE_INTERVAL_MS,
   type MessageStore,
+  type MessageStoreOptions,
   type StoredMessage,
 } from './store.ts';
 
@@ -236,7 +238,7 @@ const types = {
  * several instances starting together take turns) and returns the Kysely
  * handle and the message store over one pool.
  */
-export async function openPostgres(url: string, log?: Logger): Promise<Database> {
+export async function openPostgres(url: string, log?: Logger, options: MessageStoreOptions = {}): Promise<Database> {
   const epoch = await migrateWithLock(url);
   const pool = new pg.Pool({
     connectionString: url,
@@ -255,7 +257,7 @@ export async function openPostgres(url: string, log?: Logger): Promise<Database>
   pool.on('error', (error) => log?.warn({ err: error }, 'an idle PostgreSQL connection failed; the pool replaces it'));
   const guarded = new GuardedPool(pool);
   const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool: guarded }) });
-  const messages = new PostgresMessageStore(guarded, epoch, log);
+  const messages = new PostgresMessageStore(guarded, epoch, log, options);
   return {
     kind: 'postgres',
     db,
@@ -315,6 +317,8 @@ async function migrateWithLock(url: string): Promise<string> {
  *
  * - `dup`: keyed appends whose key the sender already used in the channel
  *   within the window answer with that first message and take no offset.
+ *   Keys are rows of `idempotency_keys` (one per channel, sender and key,
+ *   holding the first message), so trimming the history does not forget them.
  * - `up`: each channel's `last_seq` grows by its count of new messages. The
  *   row lock it takes (in channel order, so two instances never deadlock)
  *   serializes writers of a channel across instances, and in READ COMMITTED
@@ -325,6 +329,10 @@ async function migrateWithLock(url: string): Promise<string> {
  *   committed after the snapshot was taken, and the key check above may have
  *   missed its message. Such a channel is left out of `up` and of the
  *   result; the caller writes those appends again under explicit row locks.
+ * - `keys` records the key of each new keyed message (in the same statement:
+ *   no extra round trip). A row already there for the key is an expired one
+ *   (a live one would have made the append a `dup`), so it is taken over.
+ *   It joins `up`, so a channel left out there records no key either.
  * - `ins` skips the messages that `retain` would drop at once, and `del`
  *   trims older ones, in the same statement: retention costs no extra round
  *   trip. `del` sees this statement's snapshot, so rows another instance
@@ -337,15 +345,10 @@ WITH input AS (
   SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[])
     AS t(ord, channel, sender, data, idem_key, id, retain)
 ), dup AS (
-  SELECT i.ord, m.seq, m.id, m.data, m.ts
+  SELECT i.ord, k.seq, k.id, k.data, k.ts
   FROM input i
-  CROSS JOIN LATERAL (
-    SELECT seq, id, data, ts FROM messages m
-    WHERE m.channel = i.channel AND m.sender = i.sender AND m.idem_key = i.idem_key
-      AND m.idem_key IS NOT NULL AND m.ts > $9::bigint
-    ORDER BY m.seq LIMIT 1
-  ) m
-  WHERE i.idem_key IS NOT NULL
+  JOIN idempotency_keys k ON k.channel = i.channel AND k.sender = i.sender AND k.idem_key = i.idem_key
+  WHERE i.idem_key IS NOT NULL AND k.ts > $9::bigint
 ), fresh AS (
   SELECT i.*, row_number() OVER (PARTITION BY i.channel ORDER BY i.ord) AS rn
   FROM input i WHERE NOT EXISTS (SELECT 1 FROM dup d WHERE d.ord = i.ord)
@@ -362,9 +365,16 @@ WITH input AS (
   WHERE NOT EXISTS (SELECT 1 FROM counts k WHERE k.channel = c.name AND k.keyed)
      OR c.last_seq = (SELECT s.last_seq FROM snap s WHERE s.name = c.name)
   RETURNING c.name, c.last_seq
+), keys AS (
+  INSERT INTO idempotency_keys (channel, sender, idem_key, seq, id, data, ts)
+  SELECT f.channel, f.sender, f.idem_key, u.last_seq - k.n + f.rn, f.id, f.data, $8::bigint
+  FROM fresh f JOIN counts k ON k.channel = f.channel JOIN up u ON u.name = f.channel
+  WHERE f.idem_key IS NOT NULL
+  ON CONFLICT (channel, sender, idem_key) DO UPDATE
+  SET seq = EXCLUDED.seq, id = EXCLUDED.id, data = EXCLUDED.data, ts = EXCLUDED.ts
 ), ins AS (
-  INSERT INTO messages (channel, seq, id, sender, data, ts, idem_key)
-  SELECT f.channel, u.last_seq - k.n + f.rn, f.id, f.sender, f.data, $8::bigint, f.idem_key
+  INSERT INTO messages (channel, seq, id, sender, data, ts)
+  SELECT f.channel, u.last_seq - k.n + f.rn, f.id, f.sender, f.data, $8::bigint
   FROM fresh f JOIN counts k ON k.channel = f.channel JOIN up u ON u.name = f.channel
   WHERE k.retain IS NULL OR f.rn > k.n - k.retain
 ), del AS (
@@ -439,13 +449,19 @@ export class PostgresMessageStore implements MessageStore {
   private writer: Promise<void> | undefined;
   private closed = false;
   private closing: Promise<void> | undefined;
+  private readonly now: () => number;
+  /** When the writer next deletes expired idempotency keys, and the deletion running. */
+  private nextKeyPrune = 0;
+  private pruning: Promise<void> | undefined;
 
   constructor(
     private readonly pool: PgPool,
     epoch: string,
     private readonly log?: Logger,
+    options: MessageStoreOptions = {},
   ) {
     this.epoch = epoch;
+    this.now = options.now ?? Date.now;
   }
 
   append(input: AppendInput): Promise<AppendResult> {
@@ -487,7 +503,8 @@ export class PostgresMessageStore implements MessageStore {
   private async writeBatch(batch: PendingAppend[]): Promise<void> {
     this.stats.batches += 1;
     this.stats.appends += batch.length;
-    const now = Date.now();
+    const now = this.now();
+    this.pruneKeys(now);
     // A key used earlier in this batch: that append answers for it (its row is not in the table yet).
     const leaders: number[] = [];
     const leaderOf = new Map<number, number>();
@@ -622,6 +639,31 @@ export class PostgresMessageStore implements MessageStore {
     return todo.filter((i) => results[i] === undefined);
   }
 
+  /**
+   * Expired keys are ignored by BATCH_SQL; deleting them once a minute per
+   * instance keeps the table to about one window of keys. It runs on a
+   * connection of its own beside the writer, so no batch waits for it.
+   */
+  private pruneKeys(now: number): void {
+    if (now < this.nextKeyPrune || this.pruning) return;
+    this.nextKeyPrune = now + KEY_PRUNE_INTERVAL_MS;
+    this.pruning = (async () => {
+      try {
+        const client = await this.pool.connect();
+        try {
+          await client.query('DELETE FROM idempotency_keys WHERE ts <= $1', [now - IDEMPOTENCY_WINDOW_MS]);
+        } finally {
+          client.release();
+        }
+      } catch (error) {
+        // The next prune catches up; an outage is reported by the batches themselves.
+        this.log?.debug({ err: error }, 'could not prune expired idempotency keys');
+      } finally {
+        this.pruning = undefined;
+      }
+    })();
+  }
+
   private toMessage(channel: string, row: MessageRow): StoredMessage {
     return {
       id: row.id,
@@ -677,9 +719,9 @@ export class PostgresMessageStore implements MessageStore {
     return rows.map((row) => this.toMessage(channel, row));
   }
 
-  async history(channel: string, before: number | undefined, limit: number): Promise<HistoryPage> {
+  async history(channel: string, before: number | null | undefined, limit: number): Promise<HistoryPage> {
     const rows =
-      before === undefined
+      before == null
         ? await this.read<MessageRow>(`SELECT ${columns} FROM messages WHERE channel = $1 ORDER BY seq DESC LIMIT $2`, [
             channel,
             limit + 1,
@@ -702,7 +744,7 @@ export class PostgresMessageStore implements MessageStore {
   close(): Promise<void> {
     if (!this.closing) {
       this.closed = true;
-      this.closing = this.startWriter();
+      this.closing = this.startWriter().then(() => this.pruning);
     }
     return this.closing;
   }

@@ -36,7 +36,18 @@ export interface Tables {
     sender: string;
     data: string;
     ts: number | string;
+    /** Unused since migration 0002 (see idempotency_keys); kept for instances of the previous release. */
     idem_key: string | null;
+  };
+  /** One row per idempotency key in use: (channel, sender, key) → the first message stored with it. */
+  idempotency_keys: {
+    channel: string;
+    sender: string;
+    idem_key: string;
+    seq: number | string;
+    id: string;
+    data: string;
+    ts: number | string;
   };
   /** Kysely's own bookkeeping tables are not listed. */
   _unused?: { id: Generated<number> };

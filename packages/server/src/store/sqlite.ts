@@ -6,7 +6,9 @@ import {
   type ChannelPosition,
   type HistoryPage,
   IDEMPOTENCY_WINDOW_MS,
+  KEY_PRUNE_INTERVAL_MS,
   type MessageStore,
+  type MessageStoreOptions,
   type StoredMessage,
 } from './store.ts';
 
@@ -25,6 +27,13 @@ interface MessageRow {
   seq: number;
   id: string;
   sender: string;
+  data: string;
+  ts: number;
+}
+
+interface KeyRow {
+  seq: number;
+  id: string;
   data: string;
   ts: number;
 }
@@ -48,11 +57,16 @@ export class SqliteMessageStore implements MessageStore {
   private pending: PendingAppend[] = [];
   private flushScheduled = false;
   private closed = false;
+  private readonly now: () => number;
+  /** When the write transaction next deletes expired idempotency keys. */
+  private nextKeyPrune = 0;
 
   private readonly selectLastSeq: SqliteStatement;
   private readonly upsertChannel: SqliteStatement;
   private readonly insertMessage: SqliteStatement;
   private readonly selectByIdempotencyKey: SqliteStatement;
+  private readonly upsertIdempotencyKey: SqliteStatement;
+  private readonly deleteExpiredKeys: SqliteStatement;
   private readonly deleteOlderThan: SqliteStatement;
   private readonly selectRange: SqliteStatement;
   private readonly selectLatest: SqliteStatement;
@@ -60,7 +74,8 @@ export class SqliteMessageStore implements MessageStore {
   private readonly selectOne: SqliteStatement;
   private readonly writeBatch: (batch: PendingAppend[]) => AppendResult[];
 
-  constructor(sqlite: SqliteHandle) {
+  constructor(sqlite: SqliteHandle, options: MessageStoreOptions = {}) {
+    this.now = options.now ?? Date.now;
     const epochRow = sqlite.prepare("SELECT value FROM meta WHERE key = 'epoch'").get() as
       | { value: string }
       | undefined;
@@ -73,11 +88,19 @@ export class SqliteMessageStore implements MessageStore {
       'INSERT INTO channels (name, last_seq) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq',
     );
     this.insertMessage = sqlite.prepare(
-      'INSERT INTO messages (channel, seq, id, sender, data, ts, idem_key) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO messages (channel, seq, id, sender, data, ts) VALUES (?, ?, ?, ?, ?, ?)',
     );
+    // Keys live in their own table, so trimming the history (retain) does not forget them.
     this.selectByIdempotencyKey = sqlite.prepare(
-      `SELECT ${columns} FROM messages WHERE channel = ? AND sender = ? AND idem_key = ? AND ts > ? ORDER BY seq LIMIT 1`,
+      'SELECT seq, id, data, ts FROM idempotency_keys WHERE channel = ? AND sender = ? AND idem_key = ? AND ts > ?',
     );
+    // A row still there for the same key is an expired one (a live one was found above): reuse it.
+    this.upsertIdempotencyKey = sqlite.prepare(
+      `INSERT INTO idempotency_keys (channel, sender, idem_key, seq, id, data, ts) VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (channel, sender, idem_key) DO UPDATE
+       SET seq = excluded.seq, id = excluded.id, data = excluded.data, ts = excluded.ts`,
+    );
+    this.deleteExpiredKeys = sqlite.prepare('DELETE FROM idempotency_keys WHERE ts <= ?');
     this.deleteOlderThan = sqlite.prepare('DELETE FROM messages WHERE channel = ? AND seq <= ?');
     this.selectRange = sqlite.prepare(
       `SELECT ${columns} FROM messages WHERE channel = ? AND seq > ? AND seq <= ? ORDER BY seq`,
@@ -123,7 +146,7 @@ export class SqliteMessageStore implements MessageStore {
 
   /** Runs inside one transaction. */
   private write(batch: PendingAppend[]): AppendResult[] {
-    const now = Date.now();
+    const now = this.now();
     const ts = new Date(now).toISOString();
     const lastSeq = new Map<string, number>();
     const retain = new Map<string, number>();
@@ -151,7 +174,10 @@ export class SqliteMessageStore implements MessageStore {
       lastSeq.set(channel, seq);
       const id = randomUUID();
       const value = data === undefined ? null : data;
-      this.insertMessage.run(channel, seq, id, from, JSON.stringify(value), now, idempotencyKey ?? null);
+      const json = JSON.stringify(value);
+      this.insertMessage.run(channel, seq, id, from, json, now);
+      if (idempotencyKey !== undefined)
+        this.upsertIdempotencyKey.run(channel, from, idempotencyKey, seq, id, json, now);
       const message: StoredMessage = { id, channel, offset: seq, epoch: this.epoch, from, data: value, ts };
       if (scopedKey !== undefined) batchKeys.set(scopedKey, message);
       const keep = (batch[i] as PendingAppend).input.retain;
@@ -164,14 +190,18 @@ export class SqliteMessageStore implements MessageStore {
       const last = lastSeq.get(channel) as number;
       if (last > keep) this.deleteOlderThan.run(channel, last - keep);
     }
+    // Expired keys are ignored by the look-up; deleting them once a minute, in
+    // this same transaction, keeps the table to about one window of keys.
+    if (now >= this.nextKeyPrune) {
+      this.nextKeyPrune = now + KEY_PRUNE_INTERVAL_MS;
+      this.deleteExpiredKeys.run(now - IDEMPOTENCY_WINDOW_MS);
+    }
     return results;
   }
 
   private findByKey(channel: string, from: string, key: string, now: number): StoredMessage | undefined {
-    const row = this.selectByIdempotencyKey.get(channel, from, key, now - IDEMPOTENCY_WINDOW_MS) as
-      | MessageRow
-      | undefined;
-    return row ? this.toMessage(channel, row) : undefined;
+    const row = this.selectByIdempotencyKey.get(channel, from, key, now - IDEMPOTENCY_WINDOW_MS) as KeyRow | undefined;
+    return row ? this.toMessage(channel, { ...row, sender: from }) : undefined;
   }
 
   private toMessage(channel: string, row: MessageRow): StoredMessage {
@@ -221,12 +251,10 @@ export class SqliteMessageStore implements MessageStore {
     );
   }
 
-  history(channel: string, before: number | undefined, limit: number): Promise<HistoryPage> {
+  history(channel: string, before: number | null | undefined, limit: number): Promise<HistoryPage> {
     return this.read(() => {
       const rows = (
-        before === undefined
-          ? this.selectLatest.all(channel, limit + 1)
-          : this.selectBefore.all(channel, before, limit + 1)
+        before == null ? this.selectLatest.all(channel, limit + 1) : this.selectBefore.all(channel, before, limit + 1)
       ) as MessageRow[];
       const hasMore = rows.length > limit;
       if (hasMore) rows.pop();

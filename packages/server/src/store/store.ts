@@ -39,6 +39,16 @@ export interface HistoryPage {
 }
 
 export const IDEMPOTENCY_WINDOW_MS = 10 * 60 * 1000;
+/** How often a store deletes the idempotency keys older than the window (they are ignored anyway). */
+export const KEY_PRUNE_INTERVAL_MS = 60 * 1000;
+
+export interface MessageStoreOptions {
+  /**
+   * The clock (ms since the epoch) that stamps messages and judges the
+   * idempotency window; tests move it instead of waiting ten minutes.
+   */
+  now?: (() => number) | undefined;
+}
 
 /**
  * Durable, ordered message history per channel.
@@ -54,7 +64,10 @@ export const IDEMPOTENCY_WINDOW_MS = 10 * 60 * 1000;
  * - Appends given in one event-loop turn may be committed together (group
  *   commit); each still resolves with its own message.
  * - An `idempotencyKey` seen from the same sender in the same channel within
- *   IDEMPOTENCY_WINDOW_MS returns the first message with `duplicate: true`.
+ *   IDEMPOTENCY_WINDOW_MS returns the first message with `duplicate: true`,
+ *   also when `retain` has trimmed that message from the history since (keys
+ *   are kept apart from the messages and expire by age only). After the
+ *   window the key is free: the next append with it stores a new message.
  * - `epoch` changes only when the history is lost (a new database).
  * - Any failure to reach the database rejects with ParleyError `unavailable`.
  */
@@ -66,8 +79,8 @@ export interface MessageStore {
   positions(channels: string[]): Promise<Map<string, number>>;
   /** Messages with `after < offset <= upTo`, oldest first. */
   range(channel: string, after: number, upTo: number): Promise<StoredMessage[]>;
-  /** Up to `limit` messages before `before` (exclusive; latest when unset), oldest first. */
-  history(channel: string, before: number | undefined, limit: number): Promise<HistoryPage>;
+  /** Up to `limit` messages before `before` (exclusive; latest when unset or null), oldest first. */
+  history(channel: string, before: number | null | undefined, limit: number): Promise<HistoryPage>;
   /** Resolves when the database answers; rejects otherwise. */
   ping(): Promise<void>;
   /** Flushes pending appends, then releases the database. */

@@ -86,6 +86,37 @@ const migrations: Record<string, Migration> = {
       );
     },
   },
+  '0002_idempotency_keys': {
+    async up(db: Kysely<any>) {
+      // Keys lived on their message row, so trimming a channel's history
+      // (retain) forgot them inside their window: a retry could store a
+      // second copy. They now have a table of their own, pruned by age
+      // only, holding what is needed to answer a retry with the first message.
+      await db.schema
+        .createTable('idempotency_keys')
+        .addColumn('channel', 'text', (c) => c.notNull())
+        .addColumn('sender', 'text', (c) => c.notNull())
+        .addColumn('idem_key', 'text', (c) => c.notNull())
+        .addColumn('seq', 'bigint', (c) => c.notNull())
+        .addColumn('id', 'text', (c) => c.notNull())
+        .addColumn('data', 'text', (c) => c.notNull())
+        .addColumn('ts', 'bigint', (c) => c.notNull())
+        .addPrimaryKeyConstraint('idempotency_keys_pk', ['channel', 'sender', 'idem_key'])
+        .execute();
+      await db.schema.createIndex('idempotency_keys_ts').on('idempotency_keys').column('ts').execute();
+      // Carry over the keys still inside their window (the latest use of each).
+      const since = Date.now() - 10 * 60 * 1000;
+      await sql`
+        INSERT INTO idempotency_keys (channel, sender, idem_key, seq, id, data, ts)
+        SELECT m.channel, m.sender, m.idem_key, m.seq, m.id, m.data, m.ts FROM messages m
+        WHERE m.idem_key IS NOT NULL AND m.ts > ${since}
+          AND m.seq = (SELECT max(o.seq) FROM messages o
+                       WHERE o.channel = m.channel AND o.sender = m.sender AND o.idem_key = m.idem_key)`.execute(db);
+      // messages.idem_key (and its partial index, which only keyed rows enter) is no longer
+      // written or read. Both stay for now, so that an instance of the previous release still
+      // running during a rolling deploy can insert and look keys up; a later migration drops them.
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {
