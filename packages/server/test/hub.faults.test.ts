@@ -1,7 +1,26 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
-import type { Broker, Publication, PublicationHandler } from '../src/broker/broker.ts';
-import { startServer, type TestSocket } from './helpers.ts';
+import { after, before, describe, test } from 'node:test';
+import type { Broker, Delivery, Publication, PublicationHandler } from '../src/broker/broker.ts';
+import { startServer, type TestServer, type TestSocket } from './helpers.ts';
+import { createTestDatabase, postgresSkipReason, type TestDatabase } from './support/postgres.ts';
+import { cleanupRedisPrefix, REDIS_TEST_URL, redisSkipReason, uniqueRedisPrefix } from './support/redis.ts';
+import { startTcpProxy, type TcpProxy, throughProxy } from './support/tcp-proxy.ts';
+
+const postgresSkip = await postgresSkipReason();
+const redisSkip = await redisSkipReason();
+
+/** Polls `check` until it holds; a bounded loop in count and time. */
+async function eventually(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let round = 0; round < timeoutMs / 20 + 1; round++) {
+    if (await check()) return;
+    if (Date.now() >= deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, k) => from + k);
 
 /** A deterministic PRNG (mulberry32), so a failing run can be replayed. */
 function random(seed: number): () => number {
@@ -198,4 +217,241 @@ test('subscribing while the broker lags the store: the reply and later pushes ne
   } finally {
     await server.close();
   }
+});
+
+/**
+ * A broker the test steers: it drops the offsets in `drop`, holds those in
+ * `hold` until `release`, and passes the rest. Declared reliable, so the hub
+ * runs no periodic position check: a gap is found only when a later
+ * publication arrives, exactly when the test lets it.
+ */
+class GatedBroker implements Broker {
+  readonly name = 'gated';
+  readonly delivery: Delivery = 'reliable';
+  readonly drop = new Set<number>();
+  readonly hold = new Set<number>();
+  private readonly held: Publication[] = [];
+  private readonly handlers: PublicationHandler[] = [];
+
+  constructor(private readonly inner: Broker) {
+    inner.onPublication((publication) => {
+      if (this.drop.has(publication.offset)) return;
+      if (this.hold.has(publication.offset)) this.held.push(publication);
+      else this.emit(publication);
+    });
+  }
+
+  heldOffsets(): number[] {
+    return this.held.map((p) => p.offset);
+  }
+
+  release(): void {
+    for (const publication of this.held.splice(0)) this.emit(publication);
+  }
+
+  private emit(publication: Publication): void {
+    for (const handler of this.handlers) handler(publication);
+  }
+
+  onPublication(handler: PublicationHandler): void {
+    this.handlers.push(handler);
+  }
+  onReconnect(handler: () => void): void {
+    this.inner.onReconnect(handler);
+  }
+  publish(publication: Publication): Promise<void> {
+    return this.inner.publish(publication);
+  }
+  subscribe(channel: string): Promise<void> {
+    return this.inner.subscribe(channel);
+  }
+  unsubscribe(channel: string): Promise<void> {
+    return this.inner.unsubscribe(channel);
+  }
+  isReady(): boolean {
+    return this.inner.isReady();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+describe('a gap found while the store cannot be read', { skip: postgresSkip }, () => {
+  let database: TestDatabase;
+  let proxy: TcpProxy;
+
+  before(async () => {
+    database = await createTestDatabase();
+    const target = new URL(database.url);
+    proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+  });
+  after(async () => {
+    await proxy?.close();
+    await database?.drop();
+  });
+
+  test('the hub keeps retrying the fill and skips nothing: every offset once, in order, once the store is back', async () => {
+    let gate: GatedBroker | undefined;
+    const server = await startServer(
+      {
+        DATABASE_URL: throughProxy(database.url, proxy),
+        RATE_LIMIT_PER_SEC: '100000',
+        RATE_LIMIT_BURST: '100000',
+        LOG_LEVEL: 'info',
+      },
+      {
+        captureLogs: true,
+        wrapBroker: (inner) => {
+          gate = new GatedBroker(inner);
+          return gate;
+        },
+      },
+    );
+    try {
+      const broker = gate as GatedBroker;
+      const logged = (text: string) => server.logs.some((line) => line.includes(text));
+      const channel = 'room:gap-outage';
+      const readers: TestSocket[] = [];
+      for (const user of ['r1', 'r2', 'r3']) {
+        const socket = await server.ws('/ws', { token: await server.token(user) });
+        await socket.ok({ type: 'subscribe', channel });
+        readers.push(socket);
+      }
+      const writer = await server.ws('/ws', { token: await server.token('writer') });
+      const publish = (n: number) => writer.ok({ type: 'publish', channel, data: n });
+      const received = (reader: TestSocket) => reader.messages(channel).map((m) => m.offset);
+      const reach = (offset: number) =>
+        Promise.all(
+          readers.map((r) => r.next((f) => f.type === 'message' && f.message.offset === offset, 10_000, `${offset}`)),
+        );
+
+      for (let n = 1; n <= 5; n++) await publish(n);
+      await reach(5);
+
+      // 6 is lost on the way, 7 is late: both are stored, the hub has seen neither.
+      broker.drop.add(6);
+      broker.hold.add(7);
+      assert.equal((await publish(6)).offset, 6);
+      assert.equal((await publish(7)).offset, 7);
+      assert.deepEqual(broker.heldOffsets(), [7]);
+
+      // The store goes away; then 7 arrives and reveals the gap at 6, which cannot be read now.
+      proxy.cut();
+      broker.release();
+      await eventually('the fill of the gap to fail', () => logged('could not fill an offset gap from the store'));
+      for (const reader of readers) {
+        assert.deepEqual(received(reader), range(1, 5), 'nothing past the gap is delivered while it is open');
+      }
+
+      proxy.restore();
+      await reach(7);
+      assert.ok(logged('filled the offset gap after retrying'), 'the retry filled it');
+      for (let n = 8; n <= 20; n++) await publish(n);
+      await reach(20);
+      await writer.ok({ type: 'ping' });
+      for (const reader of readers) {
+        assert.deepEqual(received(reader), range(1, 20), 'every offset exactly once, in order');
+        assert.deepEqual(
+          reader.messages(channel).map((m) => m.data),
+          range(1, 20),
+        );
+      }
+    } finally {
+      proxy.restore();
+      await server.close();
+    }
+  });
+});
+
+describe('two instances on PostgreSQL and Redis behind a faulty broker', { skip: postgresSkip || redisSkip }, () => {
+  let database: TestDatabase;
+  const prefix = uniqueRedisPrefix('faults');
+  const servers: TestServer[] = [];
+  const faulty: FaultyBroker[] = [];
+
+  before(async () => {
+    database = await createTestDatabase();
+    const seed = Number(process.env.FAULT_SEED ?? 20261201);
+    // One after the other: both migrate the same database.
+    for (const [i, instance] of ['a', 'b'].entries()) {
+      servers.push(
+        await startServer(
+          {
+            DATABASE_URL: database.url,
+            REDIS_URL: REDIS_TEST_URL,
+            REDIS_KEY_PREFIX: prefix,
+            INSTANCE_ID: instance,
+            RATE_LIMIT_PER_SEC: '100000',
+            RATE_LIMIT_BURST: '100000',
+            SHUTDOWN_DRAIN_MS: '0',
+          },
+          {
+            // Faults on the receiving side of each instance's Redis subscription.
+            wrapBroker: (inner) => {
+              const broker = new FaultyBroker(inner, random(seed + i));
+              faulty.push(broker);
+              return broker;
+            },
+          },
+        ),
+      );
+    }
+  });
+  after(async () => {
+    for (const server of servers) await server.close();
+    await database?.drop();
+    await cleanupRedisPrefix(prefix);
+  });
+
+  test('subscribers on both instances get every offset exactly once, in order', async (t) => {
+    const [a, b] = servers as [TestServer, TestServer];
+    const channel = 'room:lossy-cluster';
+    const readers: TestSocket[] = [];
+    for (const [i, server] of [a, b, a, b].entries()) {
+      const socket = await server.ws('/ws', { token: await server.token(`reader${i}`) });
+      await socket.ok({ type: 'subscribe', channel });
+      readers.push(socket);
+    }
+    const writers = [
+      await a.ws('/ws', { token: await a.token('writer-a') }),
+      await b.ws('/ws', { token: await b.token('writer-b') }),
+    ];
+    const total = 600;
+    // Rounds of 40, alternating instances: both publish into the channel at once.
+    for (let start = 1; start <= total; start += 40) {
+      const round = [];
+      for (let n = start; n < start + 40 && n <= total; n++) {
+        round.push((writers[n % 2] as TestSocket).ok({ type: 'publish', channel, data: n }));
+      }
+      await Promise.all(round);
+    }
+    // A lost last message has no successor: each instance's position check (every 2 s) finds it.
+    for (const reader of readers) {
+      await reader.next((f) => f.type === 'message' && f.message.offset === total, 15_000, `offset ${total}`);
+    }
+    for (const writer of writers) await writer.ok({ type: 'ping' });
+    const orders = new Set<string>();
+    for (const reader of readers) {
+      const messages = reader.messages(channel);
+      assert.deepEqual(
+        messages.map((m) => m.offset),
+        range(1, total),
+        'contiguous, no gap, no duplicate',
+      );
+      orders.add(messages.map((m) => m.data).join(','));
+    }
+    assert.equal(orders.size, 1, 'both instances delivered the same messages at the same offsets');
+    const counts = { dropped: 0, delayed: 0, duplicated: 0 };
+    for (const broker of faulty) {
+      counts.dropped += broker.counts.dropped;
+      counts.delayed += broker.counts.delayed;
+      counts.duplicated += broker.counts.duplicated;
+    }
+    t.diagnostic(`dropped ${counts.dropped}, delayed ${counts.delayed}, duplicated ${counts.duplicated}`);
+    assert.ok(counts.dropped > 40 && counts.delayed > 40 && counts.duplicated > 10, 'faults were injected');
+    assert.ok(
+      faulty.every((broker) => broker.counts.dropped > 0),
+      'each instance lost publications',
+    );
+  });
 });

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Broker, Publication } from '../broker/broker.ts';
 import type { Metrics } from '../ops/metrics.ts';
-import type { MessageStore } from '../store/store.ts';
+import type { MessageStore, StoredMessage } from '../store/store.ts';
 import { encodeMessagePush } from './frames.ts';
 import { Outbound } from './outbound.ts';
 
@@ -16,6 +16,9 @@ export interface Subscriber {
 /** How often a hub on a lossy broker compares its channels with the store. */
 export const POSITION_CHECK_MS = 2000;
 const POSITION_BATCH = 1000;
+/** First and longest pause before reading a gap from the store again after the read failed. */
+export const FILL_RETRY_MIN_MS = 100;
+export const FILL_RETRY_MAX_MS = 2000;
 
 interface HeldPush {
   offset: number;
@@ -43,6 +46,8 @@ interface ChannelEntry {
   busy: boolean;
   queue: Publication[];
   ready: Promise<void>;
+  /** A gap whose store read failed: the fill to retry (still busy meanwhile); `timer` unset while it runs. */
+  retry: { upTo: number; failures: number; timer: NodeJS.Timeout | undefined } | undefined;
 }
 
 /**
@@ -86,6 +91,7 @@ export class Hub {
   stop(): void {
     clearInterval(this.positionTimer);
     this.positionTimer = undefined;
+    for (const entry of this.channels.values()) if (entry.retry) clearTimeout(entry.retry.timer);
   }
 
   /** Channels with local subscribers. */
@@ -106,7 +112,13 @@ export class Hub {
       }
       for (const [name, offset] of positions) {
         const entry = this.channels.get(name);
-        if (!entry || entry.busy || offset <= entry.last) continue;
+        if (!entry) continue;
+        if (entry.retry) {
+          // The store answers again: retry the failed fill now rather than at its backoff.
+          if (offset > entry.last) this.retryFill(entry, offset);
+          continue;
+        }
+        if (entry.busy || offset <= entry.last) continue;
         entry.busy = true;
         void this.fillGap(entry, offset);
       }
@@ -134,6 +146,7 @@ export class Hub {
         busy: true,
         queue: [],
         ready: Promise.resolve(),
+        retry: undefined,
       };
       this.channels.set(channel, entry);
       entry.ready = this.initialize(entry);
@@ -185,6 +198,8 @@ export class Hub {
     entry.held.delete(subscriber);
     if (entry.subscribers.size > 0) return;
     this.channels.delete(channel);
+    if (entry.retry) clearTimeout(entry.retry.timer);
+    entry.retry = undefined;
     this.broker.unsubscribe(channel).catch((error) => {
       this.log.warn({ err: error, channel }, 'broker unsubscribe failed');
     });
@@ -233,25 +248,60 @@ export class Hub {
     void this.fillGap(entry, publication.offset - 1);
   }
 
+  /**
+   * Reads `entry.last < offset <= upTo` from the store and delivers it, then
+   * what queued meanwhile. Called with `entry.busy` set. When the read fails
+   * the channel stays busy (later publications keep queueing behind the gap)
+   * and the read is tried again after a backoff (FILL_RETRY_MIN_MS doubling
+   * to FILL_RETRY_MAX_MS) or at the next position check, whichever is first:
+   * skipping the gap would break "no gap" for every subscriber here.
+   */
   private async fillGap(entry: ChannelEntry, upTo: number): Promise<void> {
-    if (this.metrics) this.metrics.stats.gapFills++;
+    // A retry is the same gap: counted once.
+    if (this.metrics && !entry.retry) this.metrics.stats.gapFills++;
+    let missing: StoredMessage[];
     try {
-      const missing = await this.store.range(entry.name, entry.last, upTo);
-      for (const message of missing) {
-        if (message.offset <= entry.last) continue;
-        entry.last = message.offset;
-        this.deliver(entry, message.offset, new Outbound(encodeMessagePush(message)), undefined);
-      }
-      if (entry.last < upTo) {
-        this.log.warn({ channel: entry.name, from: entry.last + 1, to: upTo }, 'messages missing from the store');
-        entry.last = upTo;
-      }
+      missing = await this.store.range(entry.name, entry.last, upTo);
     } catch (error) {
-      // Skip the gap rather than stall the channel; clients detect it and reload history.
-      this.log.error({ err: error, channel: entry.name, upTo }, 'could not fill an offset gap from the store');
+      if (this.channels.get(entry.name) !== entry) return;
+      const failures = (entry.retry?.failures ?? 0) + 1;
+      if (failures === 1) {
+        this.log.warn(
+          { err: error, channel: entry.name, from: entry.last + 1, to: upTo },
+          'could not fill an offset gap from the store; retrying, later messages wait behind it',
+        );
+      }
+      const delay = Math.min(FILL_RETRY_MAX_MS, FILL_RETRY_MIN_MS * 2 ** (failures - 1));
+      const timer = setTimeout(() => this.retryFill(entry, upTo), delay);
+      timer.unref();
+      entry.retry = { upTo, failures, timer };
+      return;
+    }
+    if (entry.retry) {
+      this.log.info({ channel: entry.name, failures: entry.retry.failures }, 'filled the offset gap after retrying');
+      clearTimeout(entry.retry.timer);
+      entry.retry = undefined;
+    }
+    for (const message of missing) {
+      if (message.offset <= entry.last) continue;
+      entry.last = message.offset;
+      this.deliver(entry, message.offset, new Outbound(encodeMessagePush(message)), undefined);
+    }
+    if (entry.last < upTo) {
+      // Trimmed by retention before this hub read it: nothing to deliver; clients reload history.
+      this.log.warn({ channel: entry.name, from: entry.last + 1, to: upTo }, 'messages missing from the store');
       entry.last = upTo;
     }
     this.drain(entry);
+  }
+
+  /** Runs a failed fill again (up to `upTo` at least), unless that is already running. */
+  private retryFill(entry: ChannelEntry, upTo: number): void {
+    const retry = entry.retry;
+    if (!retry?.timer || this.channels.get(entry.name) !== entry) return;
+    clearTimeout(retry.timer);
+    retry.timer = undefined;
+    void this.fillGap(entry, Math.max(retry.upTo, upTo));
   }
 
   private drain(entry: ChannelEntry): void {
