@@ -26,6 +26,7 @@ describe('a server on PostgreSQL', { skip: await postgresSkipReason() }, () => {
     const ready = await server.http('GET', '/readyz');
     assert.equal(ready.status, 200);
     assert.equal(ready.body.checks.store, 'ok');
+    assert.equal(ready.body.checks.presence, 'ok');
   });
 
   test('register, sign in, /me, refresh once', async () => {

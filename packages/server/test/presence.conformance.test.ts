@@ -5,7 +5,13 @@ import pino from 'pino';
 import { MemoryPresenceStore } from '../src/presence/memory.ts';
 import type { PresenceStore } from '../src/presence/presence.ts';
 import { RedisPresenceStore } from '../src/presence/redis.ts';
-import { cleanupRedisPrefix, REDIS_TEST_URL, redisSkipReason, uniqueRedisPrefix } from './support/redis.ts';
+import {
+  cleanupRedisPrefix,
+  REDIS_TEST_URL,
+  redisSkipReason,
+  testRedisClient,
+  uniqueRedisPrefix,
+} from './support/redis.ts';
 
 /**
  * The PresenceStore contract (src/presence/presence.ts), run against every
@@ -14,6 +20,12 @@ import { cleanupRedisPrefix, REDIS_TEST_URL, redisSkipReason, uniqueRedisPrefix 
  */
 export interface PresenceFixture {
   presence: PresenceStore;
+  /**
+   * Shared backends only: another instance's store on the same backend, and
+   * a way to make that instance die without a word (no close, no removes).
+   * A backend of one process has no peers: its `reap` never finds anyone.
+   */
+  peer?(): Promise<{ presence: PresenceStore; die(): Promise<void> }>;
   /** Releases everything `open` created. */
   cleanup(): Promise<void>;
 }
@@ -22,11 +34,14 @@ export interface PresenceBackend {
   name: string;
   /** A reason to skip this backend (its server is not configured, say); falsy runs it. */
   skip?: string | false | undefined;
+  /** Whether several instances share it (its fixtures then have `peer`); the death test runs only then. */
+  shared: boolean;
   open(): Promise<PresenceFixture>;
 }
 
 const memory: PresenceBackend = {
   name: 'memory',
+  shared: false,
   async open() {
     const presence = new MemoryPresenceStore();
     return { presence, cleanup: () => presence.close() };
@@ -37,17 +52,41 @@ const memory: PresenceBackend = {
 const redis: PresenceBackend = {
   name: 'redis',
   skip: await redisSkipReason(),
+  shared: true,
   async open() {
     const prefix = uniqueRedisPrefix('presence');
-    const presence = await RedisPresenceStore.connect({
-      url: REDIS_TEST_URL,
-      prefix,
-      instanceId: 'conformance',
-      log: pino({ level: 'silent' }),
-    });
+    const connect = (instanceId: string, refreshMs?: number) =>
+      RedisPresenceStore.connect({
+        url: REDIS_TEST_URL,
+        prefix,
+        instanceId,
+        log: pino({ level: 'silent' }),
+        refreshMs,
+      });
+    const presence = await connect('conformance');
+    const peers: RedisPresenceStore[] = [];
     return {
       presence,
+      async peer() {
+        // No refresh during the test (once an hour), so a dead peer stays dead.
+        const peer = await connect(`peer${peers.length}`, 3_600_000);
+        peers.push(peer);
+        return {
+          presence: peer,
+          async die() {
+            // What a SIGKILL leaves: its entries, and a liveness key that is no longer refreshed and lapses.
+            const client = testRedisClient();
+            try {
+              await client.connect();
+              await client.del(peer.livenessKey);
+            } finally {
+              client.disconnect();
+            }
+          },
+        };
+      },
       async cleanup() {
+        for (const peer of peers) await peer.close();
         await presence.close();
         await cleanupRedisPrefix(prefix);
       },
@@ -155,6 +194,67 @@ for (const backend of backends) {
         { user: 'alice', connections: 1 },
         { user: 'bob', connections: 1 },
       ]);
+    });
+
+    it('is ready while its backend answers', async () => {
+      // (Not ready while Redis is down: redis.test.ts, which can stop a Redis of its own.)
+      assert.equal(presence.isReady(), true);
+      await presence.add(channel('ready'), 'alice', 'c1');
+      assert.equal(presence.isReady(), true);
+    });
+
+    it('reap never removes the connections of live instances', async () => {
+      const ch = channel('alive');
+      const other = channel('alive-other');
+      await presence.add(ch, 'alice', 'c1');
+      await presence.add(ch, 'alice', 'c2');
+      await presence.add(other, 'bob', 'c3');
+      assert.deepEqual(await presence.reap([ch, other, channel('never-used')]), []);
+      assert.deepEqual(await presence.reap([]), []);
+      assert.deepEqual(await presence.list(ch), [{ user: 'alice', connections: 2 }]);
+      assert.deepEqual(await presence.list(other), [{ user: 'bob', connections: 1 }]);
+      const peer = await fx.peer?.();
+      if (peer) {
+        await peer.presence.add(ch, 'carol', 'p1');
+        assert.deepEqual(await presence.reap([ch]), [], 'a live peer is not reaped');
+        assert.deepEqual(await peer.presence.reap([ch]), [], 'nor is this store, seen from the peer');
+        assert.equal(await peer.presence.remove(ch, 'carol', 'p1'), true);
+      }
+      assert.equal(await presence.remove(ch, 'alice', 'c1'), false);
+      assert.equal(await presence.remove(ch, 'alice', 'c2'), true);
+      assert.equal(await presence.remove(other, 'bob', 'c3'), true);
+    });
+
+    // One process has nobody else who could die: its reap is covered by the test above.
+    const sharedIt = backend.shared ? it : () => undefined;
+    sharedIt("reap removes a dead instance's connections and reports each leave once", async () => {
+      assert.ok(fx.peer, 'a shared backend has peers');
+      const ch = channel('reap');
+      const other = channel('reap-other');
+      const peer = await fx.peer();
+      await peer.presence.add(ch, 'casper', 'p1');
+      await peer.presence.add(ch, 'casper', 'p2');
+      await peer.presence.add(ch, 'alice', 'p3');
+      await peer.presence.add(other, 'casper', 'p4');
+      await presence.add(ch, 'alice', 'c1');
+      await peer.die();
+      const left = await presence.reap([ch, other]);
+      const byChannel = (x: { channel: string; user: string }, y: { channel: string; user: string }) =>
+        `${x.channel} ${x.user}` < `${y.channel} ${y.user}` ? -1 : 1;
+      assert.deepEqual(
+        left.sort(byChannel),
+        [
+          { channel: ch, user: 'casper' },
+          { channel: other, user: 'casper' },
+        ].sort(byChannel),
+        'casper left both channels; alice stays through her live connection',
+      );
+      assert.deepEqual(await presence.reap([ch, other]), [], 'each leave is reported once');
+      assert.deepEqual(await presence.list(ch), [{ user: 'alice', connections: 1 }]);
+      assert.deepEqual(await presence.list(other), []);
+      assert.equal(await presence.remove(ch, 'alice', 'c1'), true, 'counts are right after the reap');
+      assert.equal(await presence.add(ch, 'casper', 'c2'), true, 'casper joins again as new');
+      assert.equal(await presence.remove(ch, 'casper', 'c2'), true);
     });
 
     it('handles concurrent adds and removes consistently', async () => {

@@ -330,9 +330,11 @@ describe('Redis backends on a redis-server of their own', { skip: redisServerSki
         }, 'list to reject unavailable');
         await assert.rejects(a.add(ch, 'bob', 'a2'), isUnavailable);
         await assert.rejects(a.reap([ch]), isUnavailable);
+        assert.equal(a.isReady(), false, 'not ready while Redis is away');
       } finally {
         await redis.restart();
       }
+      await waitUntil(() => a.isReady(), 'the presence store to be ready again', 15_000);
       // The new Redis is empty; the store puts back what its own connections hold, bob included.
       await waitUntil(
         async () => {
@@ -352,6 +354,8 @@ describe('Redis backends on a redis-server of their own', { skip: redisServerSki
         15_000,
       );
       assert.equal(await exists(a.livenessKey), true);
+      await a.close();
+      assert.equal(a.isReady(), false, 'not ready once closed');
     });
 
     it('retries after a connection cut the removals that failed during it', async () => {
@@ -490,6 +494,10 @@ describe('Redis backends on a redis-server of their own', { skip: redisServerSki
         if (n === 100) {
           await redis.stop();
           await waitUntil(async () => (await ready(a)) === 503 && (await ready(b)) === 503, '/readyz 503 on both');
+          const down = await a.http('GET', '/readyz');
+          assert.equal(down.body.checks.presence, 'unreachable', '/readyz reports the presence store');
+          assert.equal(down.body.checks.broker, 'unreachable');
+          assert.equal(down.body.checks.store, 'ok');
         }
         if (n === 200) {
           await redis.restart();

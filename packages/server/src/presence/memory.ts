@@ -45,6 +45,11 @@ export class MemoryPresenceStore implements PresenceStore {
     return [];
   }
 
+  isReady(): boolean {
+    // In-process: usable whenever the process runs (also after close, which only forgets).
+    return true;
+  }
+
   async close(): Promise<void> {
     this.channels.clear();
   }

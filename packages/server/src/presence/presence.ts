@@ -25,5 +25,7 @@ export interface PresenceStore {
    * was among them). Each such leave is returned to exactly one caller.
    */
   reap(channels: string[]): Promise<Array<{ channel: string; user: string }>>;
+  /** false while the store cannot reach its backend (Redis down) and after close; in-process: always true. /readyz reports it. */
+  isReady(): boolean;
   close(): Promise<void>;
 }

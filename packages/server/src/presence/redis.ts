@@ -336,6 +336,10 @@ export class RedisPresenceStore implements PresenceStore {
     return left;
   }
 
+  isReady(): boolean {
+    return !this.closed && this.client.status === 'ready';
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
