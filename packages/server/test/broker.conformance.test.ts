@@ -5,7 +5,15 @@ import pino from 'pino';
 import type { Broker, Publication } from '../src/broker/broker.ts';
 import { MemoryBroker } from '../src/broker/memory.ts';
 import { RedisBroker } from '../src/broker/redis.ts';
-import { cleanupRedisPrefix, REDIS_TEST_URL, redisSkipReason, uniqueRedisPrefix } from './support/redis.ts';
+import { startServer } from './helpers.ts';
+import {
+  cleanupRedisPrefix,
+  REDIS_TEST_URL,
+  redisKeys,
+  redisSkipReason,
+  testRedisClient,
+  uniqueRedisPrefix,
+} from './support/redis.ts';
 
 /**
  * The Broker contract (src/broker/broker.ts), run against every backend. The
@@ -16,6 +24,8 @@ import { cleanupRedisPrefix, REDIS_TEST_URL, redisSkipReason, uniqueRedisPrefix 
  */
 export interface BrokerFixture {
   broker: Broker;
+  /** Backends with a server: how many subscriptions the server holds for the channel (PUBSUB NUMSUB). */
+  serverSubscriptions?(channel: string): Promise<number>;
   /** Releases everything `open` created (the broker itself is closed by the tests or here). */
   cleanup(): Promise<void>;
 }
@@ -24,11 +34,14 @@ export interface BrokerBackend {
   name: string;
   /** A reason to skip this backend (its server is not configured, say); falsy runs it. */
   skip?: string | false | undefined;
+  /** Whether it runs on a server (its fixtures then have `serverSubscriptions`). */
+  server: boolean;
   open(): Promise<BrokerFixture>;
 }
 
 const memory: BrokerBackend = {
   name: 'memory',
+  server: false,
   async open() {
     const broker = new MemoryBroker();
     return { broker, cleanup: () => broker.close() };
@@ -36,21 +49,49 @@ const memory: BrokerBackend = {
 };
 
 /** The machine's Redis, under a key prefix of this test's own, deleted after. */
+const redisSkip = await redisSkipReason();
 const redis: BrokerBackend = {
   name: 'redis',
-  skip: await redisSkipReason(),
+  skip: redisSkip,
+  server: true,
   async open() {
     const prefix = uniqueRedisPrefix('broker');
     const broker = await RedisBroker.connect({ url: REDIS_TEST_URL, prefix, log: pino({ level: 'silent' }) });
     return {
       broker,
+      serverSubscriptions: (ch) => numsub(`${prefix}ch:${ch}`),
       async cleanup() {
         await broker.close();
+        const left = await redisKeys(prefix);
         await cleanupRedisPrefix(prefix);
+        assert.deepEqual(left, [], 'the broker leaves no keys under its prefix');
       },
     };
   },
 };
+
+/** PUBSUB NUMSUB of one Redis channel: how many connections are subscribed to it. */
+async function numsub(redisChannel: string): Promise<number> {
+  const client = testRedisClient();
+  try {
+    await client.connect();
+    const reply = (await client.call('PUBSUB', 'NUMSUB', redisChannel)) as [string, number];
+    return Number(reply[1]);
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Polls `check` until it holds; a bounded loop in count and time. */
+async function waitUntil(check: () => Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let round = 0; round < timeoutMs / 20 + 1; round++) {
+    if (await check()) return;
+    if (Date.now() >= deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
 
 const backends: BrokerBackend[] = [memory, redis];
 
@@ -231,6 +272,22 @@ for (const backend of backends) {
       assert.equal(message?.skipUser, undefined);
     });
 
+    const serverIt = backend.server ? it : () => undefined;
+    serverIt('holds a subscription on its server only while the channel is subscribed', async () => {
+      const subscriptions = fx.serverSubscriptions;
+      assert.ok(subscriptions, 'a backend on a server counts its subscriptions');
+      const ch = channel('numsub');
+      const kept = channel('numsub-kept');
+      assert.equal(await subscriptions(ch), 0);
+      await Promise.all([broker.subscribe(ch), broker.subscribe(kept)]);
+      assert.equal(await subscriptions(ch), 1, 'one SUBSCRIBE per channel per instance');
+      await broker.unsubscribe(ch);
+      assert.equal(await subscriptions(ch), 0, 'gone once unsubscribed');
+      assert.equal(await subscriptions(kept), 1, 'other channels stay subscribed');
+      await broker.close();
+      assert.equal(await subscriptions(kept), 0, 'gone once closed');
+    });
+
     it('is ready until closed', async () => {
       assert.equal(broker.isReady(), true);
       await broker.close();
@@ -238,3 +295,44 @@ for (const backend of backends) {
     });
   });
 }
+
+/**
+ * The broker as the hub drives it, on a real server: the instance subscribes
+ * a channel in Redis on its first local subscriber and unsubscribes after
+ * its last, however the subscriber goes; once closed, the server leaves
+ * nothing under its key prefix (presence hashes, liveness key).
+ */
+describe('a server on Redis subscribes channels only while it has local subscribers', { skip: redisSkip }, () => {
+  it('PUBSUB NUMSUB follows the local subscribers, and the prefix is empty after close', async () => {
+    const prefix = uniqueRedisPrefix('numsub');
+    const server = await startServer({ REDIS_URL: REDIS_TEST_URL, REDIS_KEY_PREFIX: prefix, SHUTDOWN_DRAIN_MS: '0' });
+    try {
+      const ch = channel('hub');
+      const redisChannel = `${prefix}ch:${ch}`;
+      const count = () => numsub(redisChannel);
+      const alice = await server.ws('/ws', { token: await server.token('alice') });
+      const bob = await server.ws('/ws', { token: await server.token('bob') });
+      await alice.ok({ type: 'subscribe', channel: ch });
+      await bob.ok({ type: 'subscribe', channel: ch });
+      assert.equal(await count(), 1, 'one subscription for the instance, not one per socket');
+      await alice.ok({ type: 'unsubscribe', channel: ch });
+      // bob is still here: a marker published now must reach him through the subscription.
+      const marker = await alice.ok({ type: 'publish', channel: ch, data: 'marker' });
+      await bob.next((f) => f.type === 'message' && f.message.offset === marker.offset, 5000, 'the marker');
+      assert.equal(await count(), 1, 'still subscribed for bob');
+      bob.terminate();
+      await waitUntil(async () => (await count()) === 0, 'the instance to unsubscribe after its last subscriber');
+      // Subscribing again subscribes again, and an unsubscribe command ends it too.
+      await alice.ok({ type: 'subscribe', channel: ch });
+      assert.equal(await count(), 1);
+      await alice.ok({ type: 'unsubscribe', channel: ch });
+      await waitUntil(async () => (await count()) === 0, 'the unsubscribe after the last unsubscribe command');
+      alice.terminate();
+    } finally {
+      await server.close();
+    }
+    const left = await redisKeys(prefix);
+    await cleanupRedisPrefix(prefix);
+    assert.deepEqual(left, [], 'nothing left under the prefix once the server closed');
+  });
+});
