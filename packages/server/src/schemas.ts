@@ -54,11 +54,27 @@ export const HistoryPage = Type.Object({
   hasMore: Type.Boolean({ description: 'Older messages exist before the first one here' }),
 });
 
+/**
+ * Query values are strings: `?before=&limit=` (a form with empty fields)
+ * means "not given". `nullable` makes ajv's type coercion turn an empty value
+ * into null instead of refusing it, and readers take null as absent
+ * (`limit ?? 50`; the stores take a null `before` as the latest). The static
+ * type stays `number | undefined` so handlers read them as optional.
+ */
+const EMPTY_AS_ABSENT = { nullable: true } as const;
+
 export const HistoryQuery = Type.Object({
   before: Type.Optional(
-    Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Offset, exclusive' }),
+    Type.Integer({
+      minimum: 1,
+      maximum: Number.MAX_SAFE_INTEGER,
+      description: 'Offset, exclusive; empty or absent: the latest',
+      ...EMPTY_AS_ABSENT,
+    }),
   ),
-  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 50 })),
+  limit: Type.Optional(
+    Type.Integer({ minimum: 1, maximum: 100, default: 50, description: 'Empty or absent: 50', ...EMPTY_AS_ABSENT }),
+  ),
 });
 
 export const PublishBody = Type.Object({
