@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type LocalCluster, startLocalCluster } from '../../../deploy/local-cluster.ts';
 import { TokenService } from '../src/auth/tokens.ts';
+import { PRESENCE_REAP_MS } from '../src/channels/channel-service.ts';
+import { LIVENESS_TTL_MS } from '../src/presence/redis.ts';
 import { TEST_SECRET, TestSocket } from './helpers.ts';
 import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
 import { cleanupRedisPrefix, REDIS_TEST_URL, uniqueRedisPrefix } from './support/redis.ts';
@@ -122,7 +124,7 @@ describe('a cluster of instances on Redis and PostgreSQL', () => {
     assert.equal(page.messages.at(-1)?.from, 'bob');
   });
 
-  test('SIGKILL of an instance mid-stream: its clients move to another, missing nothing, duplicating nothing', async () => {
+  test('SIGKILL of an instance mid-stream: its clients move to another, missing nothing, duplicating nothing', async (t) => {
     const channel = 'room:failover';
     const victim = await cluster.startInstance('victim');
     const [first, second, third] = cluster.instances;
@@ -176,10 +178,16 @@ describe('a cluster of instances on Redis and PostgreSQL', () => {
       `every offset exactly once, in order: ${JSON.stringify(segments)}`,
     );
 
-    // The killed instance's users leave the others' presence within the documented bound.
-    await watcher.next((f) => f.type === 'leave' && f.user === 'ghost', 30000, 'ghost leaves');
+    // The killed instance's users leave the others' presence within the bound docs/scaling.md
+    // promises: its liveness key lapses at most LIVENESS_TTL_MS after the kill, and one of the
+    // other instances reaps within PRESENCE_REAP_MS after that (~20 s). The margin covers the
+    // reap script, the leave's way through Redis and timers late on a loaded machine.
+    const bound = LIVENESS_TTL_MS + PRESENCE_REAP_MS;
+    const margin = 3000;
+    await watcher.next((f) => f.type === 'leave' && f.user === 'ghost', bound + margin, 'ghost leaves');
     const leftAfter = Date.now() - killedAt;
-    assert.ok(leftAfter < 30000, `left after ${leftAfter} ms`);
+    t.diagnostic(`the killed instance's user left ${leftAfter} ms after the kill`);
+    assert.ok(leftAfter < bound + margin, `left after ${leftAfter} ms (documented: within ~${bound / 1000} s)`);
     const presence = await watcher.ok({ type: 'presence', channel });
     const users = presence.users.map((u: { user: string }) => u.user);
     assert.ok(!users.includes('ghost'));
