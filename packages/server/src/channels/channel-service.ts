@@ -93,6 +93,7 @@ export class ChannelService {
   // During an outage every publish fails: one line per interval, with a count, not one per message.
   private readonly brokerWarnings = new ThrottledWarning(10_000);
   private readonly reapWarnings = new ThrottledWarning(60_000);
+  private readonly dmNoticeWarnings = new ThrottledWarning(10_000);
 
   constructor(options: ChannelServiceOptions) {
     this.store = options.store;
@@ -215,8 +216,26 @@ export class ChannelService {
             this.brokerWarnings.warn(this.log, { err: error, channel: name.channel }, 'broker publish failed');
           },
         );
+      if (name.namespace === 'dm' && message.offset === 1) this.announceDm(name, from);
     }
     return { message, json };
+  }
+
+  /**
+   * A conversation's first message: its recipient has no way to know the
+   * channel exists (nobody lists a user's DMs), so they are told on their own
+   * user channel, stored like any `user:` message so a client that was away
+   * finds it in history. The sender's reply does not wait for it.
+   */
+  private announceDm(name: ChannelName, from: string): void {
+    const recipient = name.members?.find((member) => member !== from);
+    if (recipient === undefined) return;
+    const notice = { event: 'dm.started', channel: name.channel, from };
+    Promise.resolve()
+      .then(() => this.publish(parseChannel(`user:${recipient}`), from, notice))
+      .catch((error) => {
+        this.dmNoticeWarnings.warn(this.log, { err: error, channel: name.channel }, 'dm.started notification failed');
+      });
   }
 
   /**
