@@ -1,4 +1,4 @@
-import { defineConfig } from 'vite';
+import { defaultClientConditions, defineConfig } from 'vite';
 
 /** In `npm run dev`, the API and the WebSocket are those of a server on port 8000 (`npm start`). */
 const server = process.env.PARLEY_URL ?? 'http://localhost:8000';
@@ -16,6 +16,11 @@ const api = [
 ];
 
 export default defineConfig({
+  resolve: {
+    // @parley/client from its TypeScript source (its package.json's "@parley/source" condition), not a
+    // dist/ that would have to be built first and could be stale.
+    conditions: ['@parley/source', ...defaultClientConditions],
+  },
   build: {
     outDir: 'dist',
     emptyOutDir: true,

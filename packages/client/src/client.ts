@@ -1,11 +1,15 @@
-import { CLOSE_ADVICE, CloseCode, type CloseCodeValue } from '@parley/server/close-codes';
-import { isErrorCode } from '@parley/server/errors';
-import type { Command } from '@parley/server/protocol';
-import type { StoredMessage } from '@parley/server/store';
-import { type BackoffOptions, backoffDelay, GOING_AWAY_MAX_MS } from './backoff.ts';
+import { type BackoffOptions, backoffDelay, GOING_AWAY_MAX_MS, ReconnectBackoff } from './backoff.ts';
 import { fromErrorFrame, ParleyError } from './errors.ts';
 import { decodeJwtExp, refreshDelay } from './jwt.ts';
 import { ChannelSequencer } from './sequencer.ts';
+import {
+  CLOSE_ADVICE,
+  CloseCode,
+  type CloseCodeValue,
+  type CommandBody,
+  isErrorCode,
+  type StoredMessage,
+} from './wire.ts';
 
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'offline' | 'closed';
 
@@ -18,7 +22,7 @@ export interface ParleyClientOptions {
   WebSocket?: typeof globalThis.WebSocket | unknown;
   /** Default 10000. */
   commandTimeoutMs?: number;
-  /** Exponential with full jitter, default 500 / 30000. */
+  /** Exponential with full jitter, default 500 / 30000; starts over after a connection stayed up 10 s. */
   backoff?: BackoffOptions;
   /** Refresh this long before the token's `exp` (default 60000). */
   refreshMarginMs?: number;
@@ -73,10 +77,6 @@ interface SocketLike {
 
 type SocketConstructor = new (url: string) => SocketLike;
 
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-/** A client command as sent, before it gets its id. */
-type CommandBody = DistributiveOmit<Command, 'id'>;
-
 interface WireSubscribeResult extends SubscribeResult {
   channel: string;
   recovered: boolean;
@@ -88,7 +88,8 @@ interface PendingCommand {
   resend: boolean;
   resolve(result: unknown): void;
   reject(error: ParleyError): void;
-  timer: ReturnType<typeof setTimeout>;
+  /** Runs only while the command is out on an open connection: waiting for one is not the server being slow. */
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 interface SubscribeWaiter {
@@ -145,11 +146,13 @@ export class ParleyClient {
   private welcomed = false;
   /** The token the current connection is authenticated with (the latest refreshed one). */
   private token: string | undefined;
-  /** Connection attempts since the last welcome, for the backoff. */
-  private attempt = 0;
+  private readonly reconnects: ReconnectBackoff;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private welcomeTimer: ReturnType<typeof setTimeout> | undefined;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  private livenessTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the current connection last brought a frame (Date.now()). */
+  private lastHeard = 0;
   private nextId = 1;
   private readonly pending = new Map<number, PendingCommand>();
   private readonly channels = new Map<string, ChannelEntry>();
@@ -172,6 +175,7 @@ export class ParleyClient {
     this.Socket = Socket;
     this.commandTimeoutMs = options.commandTimeoutMs ?? 10_000;
     this.backoff = options.backoff ?? {};
+    this.reconnects = new ReconnectBackoff(this.backoff);
     this.refreshMarginMs = options.refreshMarginMs ?? 60_000;
   }
 
@@ -191,7 +195,7 @@ export class ParleyClient {
     if (this.currentState === 'connecting' || this.currentState === 'open' || this.currentState === 'reconnecting') {
       return;
     }
-    this.attempt = 0;
+    this.reconnects.reset();
     void this.open('connecting');
   }
 
@@ -296,10 +300,12 @@ export class ParleyClient {
   /**
    * Publishes and resolves with the stored message. Without an
    * `idempotencyKey` one is generated, so a publish re-sent after a reconnect
-   * is stored once.
+   * is stored once. While the client reconnects the publish waits for the
+   * connection (its timeout runs only once it is sent); a failure carries the
+   * key as `error.idempotencyKey`, for a retry that cannot store it twice.
    */
   publish(channel: string, data: unknown, options: { idempotencyKey?: string } = {}): Promise<StoredMessage> {
-    const idempotencyKey = options.idempotencyKey ?? randomId();
+    const idempotencyKey = options.idempotencyKey ?? newIdempotencyKey();
     return this.request({ type: 'publish', channel, data, idempotencyKey }, true) as Promise<StoredMessage>;
   }
 
@@ -367,7 +373,9 @@ export class ParleyClient {
       if (generation === this.generation) this.sendFrame({ type: 'auth', token });
     });
     socket.addEventListener('message', (event: { data: unknown }) => {
-      if (generation === this.generation && typeof event.data === 'string') this.onText(event.data);
+      if (generation !== this.generation) return;
+      this.lastHeard = Date.now();
+      if (typeof event.data === 'string') this.onText(event.data);
     });
     socket.addEventListener('close', (event: { code: number; reason: string }) => {
       if (generation === this.generation) this.onClose(event.code, String(event.reason ?? ''));
@@ -382,13 +390,16 @@ export class ParleyClient {
   private onWelcome(frame: Record<string, unknown>): void {
     clearTimeout(this.welcomeTimer);
     this.welcomed = true;
-    this.attempt = 0;
+    this.reconnects.welcomed();
     this.currentUser = String(frame.user);
     // Subscriptions first, then the commands that waited, in the order the app made them, and only then
     // the app hears of it: a command it sends from a listener cannot overtake the ones queued before it.
     for (const entry of this.channels.values()) this.sendSubscribe(entry);
-    for (const [id, command] of this.pending) this.sendFrame({ ...command.body, id });
+    for (const [id, command] of this.pending) this.sendCommand(id, command);
     this.scheduleRefresh();
+    if (typeof frame.heartbeatMs === 'number' && frame.heartbeatMs > 0) {
+      this.watchLiveness(this.generation, frame.heartbeatMs);
+    }
     this.setState('open');
     this.emit('welcome', {
       user: String(frame.user),
@@ -451,7 +462,42 @@ export class ParleyClient {
   }
 
   private nextBackoff(): number {
-    return backoffDelay(this.attempt++, this.backoff);
+    return this.reconnects.next();
+  }
+
+  /**
+   * Browsers cannot see the server's WebSocket pings, and a link that died
+   * without a FIN (a NAT entry dropped, a laptop lid closed) looks like
+   * silence, for minutes, until TCP gives up. So: after `heartbeatMs` without
+   * a frame the client sends `ping`; if nothing arrives within another
+   * `heartbeatMs` it drops the socket and reconnects, recovering with `since`.
+   */
+  private watchLiveness(generation: number, heartbeatMs: number): void {
+    let probeSentAt: number | undefined;
+    const check = (): void => {
+      if (generation !== this.generation) return;
+      const now = Date.now();
+      if (probeSentAt !== undefined && this.lastHeard < probeSentAt) {
+        if (now - probeSentAt >= heartbeatMs) {
+          this.restart('no answer to ping');
+          return;
+        }
+        this.livenessTimer = setTimeout(check, probeSentAt + heartbeatMs - now);
+        return;
+      }
+      probeSentAt = undefined;
+      const idle = now - this.lastHeard;
+      if (idle < heartbeatMs) {
+        this.livenessTimer = setTimeout(check, heartbeatMs - idle);
+        return;
+      }
+      probeSentAt = now;
+      // Its reply matches no pending command and is dropped; that it came is what counts.
+      this.sendFrame({ type: 'ping', id: this.nextId++ });
+      this.livenessTimer = setTimeout(check, heartbeatMs);
+    };
+    clearTimeout(this.livenessTimer);
+    this.livenessTimer = setTimeout(check, heartbeatMs);
   }
 
   private retryLater(delayMs: number): void {
@@ -473,6 +519,7 @@ export class ParleyClient {
   private endConnection(): void {
     clearTimeout(this.welcomeTimer);
     clearTimeout(this.refreshTimer);
+    clearTimeout(this.livenessTimer);
     this.socket = undefined;
     this.welcomed = false;
     this.subscribing.clear();
@@ -485,9 +532,11 @@ export class ParleyClient {
       entry.sequencer?.clearHeld();
     }
     for (const [id, command] of this.pending) {
+      clearTimeout(command.timer);
+      command.timer = undefined;
+      // Waits for the next connection, its timeout stopped until it is sent there.
       if (command.resend) continue;
       this.pending.delete(id);
-      clearTimeout(command.timer);
       command.reject(new ParleyError('disconnected', `${command.body.type}: the connection dropped before the reply`));
     }
   }
@@ -554,15 +603,45 @@ export class ParleyClient {
       return Promise.reject(new ParleyError('disconnected', `the client is ${this.currentState}`));
     }
     const id = this.nextId++;
+    const key = body.type === 'publish' ? body.idempotencyKey : undefined;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new ParleyError('timeout', `${body.type}: no reply within ${this.commandTimeoutMs} ms`));
-      }, this.commandTimeoutMs);
-      this.pending.set(id, { body, resend, resolve, reject, timer });
+      const command: PendingCommand = {
+        body,
+        resend,
+        resolve,
+        // A publish's failure names its key: after a timeout it may be stored, and a retry with the key is safe.
+        reject:
+          key === undefined
+            ? reject
+            : (error) =>
+                reject(
+                  new ParleyError(error.code, error.message, {
+                    ...(error.cause === undefined ? {} : { cause: error.cause }),
+                    idempotencyKey: key,
+                  }),
+                ),
+        timer: undefined,
+      };
+      this.pending.set(id, command);
       // Otherwise it goes out after the next welcome.
-      if (this.isOpen) this.sendFrame({ ...body, id });
+      if (this.isOpen) this.sendCommand(id, command);
     });
+  }
+
+  /**
+   * Writes a command on the open connection and starts its timeout: the
+   * time it waited for a connection is not the server failing to answer, and
+   * timing a publish out then (and dropping it from the resend queue) made
+   * apps retry with a new key something the server had stored.
+   */
+  private sendCommand(id: number, command: PendingCommand): void {
+    clearTimeout(command.timer);
+    command.timer = setTimeout(() => {
+      if (this.pending.get(id) !== command) return;
+      this.pending.delete(id);
+      command.reject(new ParleyError('timeout', `${command.body.type}: no reply within ${this.commandTimeoutMs} ms`));
+    }, this.commandTimeoutMs);
+    this.sendFrame({ ...command.body, id });
   }
 
   private sendFrame(frame: Record<string, unknown>): void {
@@ -787,8 +866,12 @@ function getterFailure(error: unknown): ParleyError {
   return new ParleyError('unavailable', 'the token getter failed', { cause: error });
 }
 
-/** A UUID v4; `crypto.randomUUID` exists only in secure contexts, so plain-HTTP pages get one from getRandomValues. */
-function randomId(): string {
+/**
+ * A fresh idempotency key (a UUID v4), as `publish` makes when given none: an
+ * app that retries a failed send itself keeps one per draft. `crypto.randomUUID`
+ * exists only in secure contexts, so plain-HTTP pages get one from getRandomValues.
+ */
+export function newIdempotencyKey(): string {
   const crypto = globalThis.crypto;
   if (typeof crypto.randomUUID === 'function') return crypto.randomUUID();
   const bytes = crypto.getRandomValues(new Uint8Array(16));

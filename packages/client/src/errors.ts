@@ -1,4 +1,4 @@
-import { type ErrorCode, isErrorCode } from '@parley/server/errors';
+import { type ErrorCode, isErrorCode } from './wire.ts';
 
 /** The server's error codes (PROTOCOL §3), plus the two failures only a client sees. */
 export type ClientErrorCode = ErrorCode | 'timeout' | 'disconnected';
@@ -10,11 +10,18 @@ export type ClientErrorCode = ErrorCode | 'timeout' | 'disconnected';
  */
 export class ParleyError extends Error {
   readonly code: ClientErrorCode;
+  /**
+   * A failed `publish`'s idempotency key. After a `timeout` or
+   * `disconnected` the message may have been stored all the same: publishing
+   * again with this key stores it at most once.
+   */
+  readonly idempotencyKey: string | undefined;
 
-  constructor(code: ClientErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: ClientErrorCode, message: string, options?: { cause?: unknown; idempotencyKey?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'ParleyError';
     this.code = code;
+    this.idempotencyKey = options?.idempotencyKey;
   }
 }
 

@@ -1,4 +1,4 @@
-import type { StoredMessage } from '@parley/server/store';
+import type { StoredMessage } from './wire.ts';
 
 /** Offsets the client lacks: every offset with `after < offset < before`. */
 export interface Gap {

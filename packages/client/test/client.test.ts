@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { startServer, type TestServer } from '@parley/server/test-helpers';
 import { type ParleyClient, ParleyError } from '../src/index.ts';
-import { makeClient, Network, nextEvent, Recorder, range, stateIs } from './support.ts';
+import { makeClient, Network, nextEvent, Recorder, range, startStallingProxy, stateIs } from './support.ts';
 
 describe('ParleyClient against a real server', () => {
   let server: TestServer;
@@ -167,6 +167,78 @@ describe('ParleyClient against a real server', () => {
     );
     await recorder.reached(channel, 1);
     assert.deepEqual(recorder.offsets(channel), [1]);
+  });
+
+  test('a publish stored with its reply lost waits out a reconnect longer than its timeout, and resolves once', async () => {
+    const channel = 'room:slow-reconnect';
+    const network = await Network.create();
+    const { client, recorder } = await connected('olive', { network, commandTimeoutMs: 300 });
+    await client.subscribe(channel);
+    let dropped: Record<string, any> | undefined;
+    let cutAt = 0;
+    network.dropIncoming = (frame) => {
+      if (dropped || frame.type !== 'reply' || frame.result?.data?.n !== 1) return false;
+      dropped = frame.result;
+      // Stored, its reply lost with the connection, and no way back for a while.
+      network.blocked = true;
+      cutAt = Date.now();
+      network.cut();
+      return true;
+    };
+    let settled = false;
+    const publishing = client.publish(channel, { n: 1 }).finally(() => {
+      settled = true;
+    });
+    // The outage outlasts the command timeout three times over: refused attempts mark the time.
+    await network.until(() => cutAt > 0 && (network.attemptedAt.at(-1) ?? 0) > cutAt + 900, 'a long outage');
+    assert.equal(settled, false, 'the publish neither failed nor resolved while there was no connection');
+    network.blocked = false;
+    const stored = await publishing;
+    assert.ok(dropped);
+    assert.equal(stored.id, dropped.id, 'it resolved with the message the server had stored');
+    const sent = network.sentOfType('publish');
+    assert.equal(sent.length, 2);
+    assert.equal(new Set(sent.map((f) => f.idempotencyKey)).size, 1, 're-sent with its key');
+    assert.deepEqual(
+      (await client.history(channel)).messages.map((m) => m.data),
+      [{ n: 1 }],
+    );
+    await recorder.reached(channel, 1);
+    assert.deepEqual(recorder.offsets(channel), [1]);
+  });
+
+  test('a publish without a reply on an open connection times out carrying its key; a retry with it stores once', async () => {
+    const channel = 'room:retry-with-key';
+    const network = await Network.create();
+    const { client } = await connected('pia', { network, commandTimeoutMs: 300 });
+    let dropped = 0;
+    network.dropIncoming = (frame) => frame.type === 'reply' && frame.result?.data?.n === 1 && dropped++ === 0;
+    const error = await client.publish(channel, { n: 1 }).then(
+      () => assert.fail('the reply was dropped: the publish cannot resolve'),
+      (e: unknown) => e as ParleyError,
+    );
+    assert.ok(error instanceof ParleyError);
+    assert.equal(error.code, 'timeout');
+    const key = network.sentOfType('publish')[0]?.idempotencyKey;
+    assert.equal(typeof key, 'string');
+    assert.equal(error.idempotencyKey, key);
+    const retried = await client.publish(channel, { n: 1 }, { idempotencyKey: error.idempotencyKey });
+    assert.equal(retried.offset, 1);
+    assert.deepEqual(
+      (await client.history(channel)).messages.map((m) => m.data),
+      [{ n: 1 }],
+      'the server had it stored; the retry found it',
+    );
+    // The other failures of a publish name the key too.
+    const refused = await client.publish('topic:deploys', 1, { idempotencyKey: 'k-refused' }).catch((e) => e);
+    assert.equal(refused.code, 'forbidden');
+    assert.equal(refused.idempotencyKey, 'k-refused');
+    network.dropOutgoing = (frame) => frame.type === 'publish';
+    const waiting = client.publish(channel, 2, { idempotencyKey: 'k-closed' }).catch((e) => e);
+    client.close();
+    const closed = await waiting;
+    assert.equal(closed.code, 'disconnected');
+    assert.equal(closed.idempotencyKey, 'k-closed');
   });
 
   test('after a dropped connection the subscription resumes from where it was, missed messages in order', async () => {
@@ -359,6 +431,67 @@ describe('close codes and tokens', () => {
     });
   }
 
+  /** The delays the client waited between consecutive connection attempts (each attempt's own set-up time included). */
+  const gaps = (times: number[]) => times.slice(1).map((time, i) => time - (times[i] as number));
+  /** With the jitter at its top, attempt n waits just under 20·2^n ms. */
+  const growing = { initialMs: 20, maxMs: 5000, random: () => 0.9999 };
+  const expected = [19, 39, 79, 159, 319];
+
+  test('4008 right after every welcome: the reconnect delays keep growing, no tight loop', async () => {
+    const network = await Network.create();
+    const client = makeClient(clients, {
+      url: `${server.wsUrl}/ws`,
+      token: () => server.token('wade'),
+      WebSocket: network.WebSocket,
+      backoff: growing,
+    });
+    const recorder = new Recorder(client);
+    // As a server over its message rate does: the connection is welcomed, then closed 4008.
+    client.on('welcome', () => {
+      if (recorder.welcomes.length <= expected.length) serverCloses('wade', 4008, 'rate limited');
+    });
+    client.connect();
+    await recorder.until(() => recorder.welcomes.length === expected.length + 1, 'the last welcome', 5000);
+    const waited = gaps(network.attemptedAt);
+    assert.equal(waited.length, expected.length);
+    for (const [n, delay] of expected.entries()) {
+      assert.ok((waited[n] as number) >= delay, `attempt ${n + 1} waited ${waited[n]} ms, at least ${delay} expected`);
+    }
+    await client.ping();
+    assert.equal(client.state, 'open');
+  });
+
+  test('1013 (too many connections for this user) again and again: backs off, and gets in once there is room', async () => {
+    const limited = await startServer({ MAX_CONNECTIONS_PER_USER: '1' });
+    try {
+      const holder = makeClient(clients, { url: `${limited.wsUrl}/ws`, token: await limited.token('yuri') });
+      holder.connect();
+      await stateIs(holder, 'open');
+      const network = await Network.create();
+      const client = makeClient(clients, {
+        url: `${limited.wsUrl}/ws`,
+        token: () => limited.token('yuri'),
+        WebSocket: network.WebSocket,
+        backoff: growing,
+      });
+      const recorder = new Recorder(client);
+      client.connect();
+      await network.until(() => network.attemptedAt.length === expected.length + 1, 'refused attempts', 5000);
+      const waited = gaps(network.attemptedAt);
+      for (const [n, delay] of expected.entries()) {
+        assert.ok(
+          (waited[n] as number) >= delay,
+          `attempt ${n + 1} waited ${waited[n]} ms, at least ${delay} expected`,
+        );
+      }
+      assert.equal(recorder.welcomes.length, 0);
+      holder.close();
+      await recorder.until(() => recorder.welcomes.length === 1, 'a welcome once the other connection is gone');
+    } finally {
+      await limited.close();
+    }
+  });
+
   test('1001: reconnects after a random pause of at most 5 s', async () => {
     const client = makeClient(clients, {
       url: `${server.wsUrl}/ws`,
@@ -484,5 +617,64 @@ describe('close codes and tokens', () => {
     assert.equal(recorder.welcomes.length, 1);
     assert.deepEqual(recorder.states, ['connecting', 'open']);
     assert.ok(issued.length >= 3, `refreshed ${issued.length - 1} times`);
+  });
+});
+
+describe('liveness', () => {
+  let server: TestServer;
+  const clients: ParleyClient[] = [];
+
+  before(async () => {
+    // The welcome tells clients the heartbeat: idle this long, they ping.
+    server = await startServer({ HEARTBEAT_MS: '300' });
+  });
+  afterEach(() => {
+    for (const client of clients.splice(0)) client.close();
+  });
+  after(() => server.close());
+
+  test('a link that goes silent: the client pings, gets no answer, reconnects and misses nothing', async () => {
+    const channel = 'room:silent-link';
+    const proxy = await startStallingProxy({ host: '127.0.0.1', port: Number(new URL(server.url).port) });
+    try {
+      const network = await Network.create();
+      const client = makeClient(clients, {
+        url: `ws://127.0.0.1:${proxy.port}/ws`,
+        token: () => server.token('lars'),
+        WebSocket: network.WebSocket,
+      });
+      const poster = makeClient(clients, { url: `${server.wsUrl}/ws`, token: () => server.token('mona') });
+      const recorder = new Recorder(client);
+      client.connect();
+      poster.connect();
+      await client.subscribe(channel);
+      await poster.publish(channel, { n: 1 });
+      await recorder.reached(channel, 1);
+
+      // Idle on a healthy link: pings go out, are answered, and the connection stays.
+      await network.until(() => network.sentOfType('ping').length >= 2, 'pings while idle');
+      assert.equal(recorder.welcomes.length, 1);
+
+      proxy.stall();
+      for (const n of range(4, 2)) await poster.publish(channel, { n });
+      await recorder.until(() => recorder.welcomes.length === 2, 'a new connection after the silence', 5000);
+      assert.deepEqual(
+        network.closes,
+        [{ code: 4000, reason: 'no answer to ping' }],
+        'the client gave up on the silent socket itself',
+      );
+      assert.equal(proxy.accepted, 2, 'and opened one new connection');
+      await recorder.reached(channel, 5);
+      assert.deepEqual(recorder.offsets(channel), range(5));
+      assert.deepEqual(
+        recorder.messages.map((m) => (m.data as { n: number }).n),
+        range(5),
+      );
+      assert.deepEqual(recorder.recoveryFailed, []);
+      assert.deepEqual(recorder.states, ['connecting', 'open', 'reconnecting', 'open']);
+    } finally {
+      for (const client of clients.splice(0)) client.close();
+      await proxy.close();
+    }
   });
 });

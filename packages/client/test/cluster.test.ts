@@ -12,7 +12,7 @@ import {
   uniqueRedisPrefix,
 } from '../../server/test/support/redis.ts';
 import type { ParleyClient, StoredMessage } from '../src/index.ts';
-import { makeClient, Recorder, range } from './support.ts';
+import { makeClient, Network, Recorder, range } from './support.ts';
 
 function nginxSkipReason(): string | false {
   if (!spawnSync('nginx', ['-v']).error) return false;
@@ -58,35 +58,65 @@ describe('a client on a cluster', { skip }, () => {
     if (prefix) await cleanupRedisPrefix(prefix);
   });
 
-  test('SIGKILL of the instance a subscriber is on: it moves to another, zero lost, zero duplicated', async () => {
+  test('SIGKILL of the instance a subscriber and a publisher are on: both move, zero lost, zero duplicated', async () => {
     const channel = 'room:client-failover';
     const url = `${cluster.url.replace(/^http/, 'ws')}/ws`;
     const token = (user: string) => async () => (await tokens.issue(user, 'user')).token;
     const subscriber = makeClient(clients, { url, token: token('reader'), commandTimeoutMs: 30_000 });
-    const publisher = makeClient(clients, { url, token: token('writer'), commandTimeoutMs: 30_000 });
     const seen = new Recorder(subscriber);
     subscriber.connect();
-    publisher.connect();
     await subscriber.subscribe(channel);
     const victimId = seen.welcomes[0]?.instance;
     const victim = cluster.instances.find((instance) => instance.id === victimId);
     assert.ok(victim, `the subscriber's instance ${victimId} is one of the cluster's`);
 
+    // nginx sends each new connection to the instance with the fewest (least_conn): publishers that
+    // land elsewhere stay connected there, so the next one lands on the subscriber's instance.
+    const network = await Network.create();
+    let publisher: ParleyClient | undefined;
+    let published: Recorder | undefined;
+    for (let attempt = 0; attempt < 4 && !publisher; attempt++) {
+      const candidate = makeClient(clients, {
+        url,
+        token: token('writer'),
+        commandTimeoutMs: 30_000,
+        WebSocket: network.WebSocket,
+      });
+      const recorder = new Recorder(candidate);
+      candidate.connect();
+      await recorder.until(() => recorder.welcomes.length === 1, 'a publisher welcome');
+      if (recorder.welcomes[0]?.instance === victimId) {
+        publisher = candidate;
+        published = recorder;
+      }
+    }
+    assert.ok(publisher && published, `a publisher connected to ${victimId}`);
+
+    // The victim dies as the reply to n=101 reaches the publisher: stored, its reply (and those of the
+    // batch still on their way) lost, so the publisher must re-send them, with the SDK's own keys.
+    const resend = 101;
+    let killed = false;
+    network.dropIncoming = (frame) => {
+      if (frame.type !== 'reply' || (published?.welcomes.length ?? 0) > 1) return false;
+      if (!killed && frame.result?.data?.n === resend) {
+        killed = true;
+        victim.process.kill('SIGKILL');
+      }
+      return killed;
+    };
     const total = 300;
     const stored: StoredMessage[] = [];
+    const writer = publisher;
     const flow = (async () => {
       for (let n = 1; n <= total; n += 10) {
-        const batch = range(Math.min(10, total - n + 1), n).map((k) =>
-          publisher.publish(channel, { n: k }, { idempotencyKey: `failover-${k}` }),
-        );
+        const batch = range(Math.min(10, total - n + 1), n).map((k) => writer.publish(channel, { n: k }));
         stored.push(...(await Promise.all(batch)));
       }
     })();
 
-    await seen.reached(channel, 100, 20_000);
-    victim.process.kill('SIGKILL');
-    await victim.exited;
     await flow;
+    assert.ok(killed, 'the victim was killed mid-flow');
+    await victim.exited;
     await seen.reached(channel, total, 30_000);
 
     assert.deepEqual(seen.offsets(channel), range(total), 'every offset once, in order');
@@ -102,7 +132,11 @@ describe('a client on a cluster', { skip }, () => {
     const moved = seen.welcomes.at(-1)?.instance;
     assert.ok(seen.welcomes.length >= 2, 'the subscriber reconnected');
     assert.notEqual(moved, victimId, 'through nginx, to another instance');
+    assert.notEqual(published.welcomes.at(-1)?.instance, victimId, 'and so did the publisher');
     assert.deepEqual(seen.recoveryFailed, []);
+    const sent = network.sentOfType('publish').filter((frame) => frame.data.n === resend);
+    assert.equal(sent.length, 2, `n=${resend} was stored, its reply lost, and re-sent to the other instance`);
+    assert.equal(sent[0]?.idempotencyKey, sent[1]?.idempotencyKey);
 
     const data: number[] = [];
     let before: number | undefined;

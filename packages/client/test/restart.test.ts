@@ -46,7 +46,8 @@ test('the server stops and starts again while messages flow: every offset once, 
   publisher.connect();
   await subscriber.subscribe(channel);
 
-  const publish = (n: number) => publisher.publish(channel, { n }, { idempotencyKey: `writer-${n}` });
+  // No key of the app's own: the SDK's is what makes a re-sent publish safe.
+  const publish = (n: number) => publisher.publish(channel, { n });
   const results: Array<Promise<StoredMessage>> = [];
   for (const n of range(20)) results.push(publish(n));
   await Promise.all(results);
@@ -89,6 +90,10 @@ test('the server stops and starts again while messages flow: every offset once, 
   assert.ok(seen.welcomes.length >= 2 && publisherLog.welcomes.length >= 2, 'both clients reconnected');
   const sentFor30 = network.sentOfType('publish').filter((frame) => frame.data.n === 30);
   assert.equal(sentFor30.length, 2, 'n=30 was stored, its reply lost, and re-sent after the restart');
+  assert.equal(typeof sentFor30[0]?.idempotencyKey, 'string');
+  assert.equal(sentFor30[0]?.idempotencyKey, sentFor30[1]?.idempotencyKey, 're-sent with the key the SDK gave it');
+  const keys = network.sentOfType('publish').map((frame) => frame.idempotencyKey);
+  assert.equal(new Set(keys).size, 60, 'one key per publish, reused only by its own re-sends');
   assert.deepEqual(seen.recoveryFailed, []);
 
   const page = await server.http('GET', '/rooms/restart/messages?limit=100', { token: await server.token('reader') });

@@ -1,8 +1,7 @@
 import { once } from 'node:events';
-import { createServer } from 'node:net';
-import type { StoredMessage } from '@parley/server/store';
+import { createConnection, createServer, type Socket } from 'node:net';
 import WebSocket from 'ws';
-import { type ConnectionState, ParleyClient, type ParleyClientOptions } from '../src/index.ts';
+import { type ConnectionState, ParleyClient, type ParleyClientOptions, type StoredMessage } from '../src/index.ts';
 
 /** A 127.0.0.1 port nothing listens on (for a fixed server port, or a URL that refuses). */
 export async function freePort(): Promise<number> {
@@ -24,7 +23,12 @@ export async function freePort(): Promise<number> {
 export class Network {
   blocked = false;
   readonly urls: string[] = [];
+  /** When each connection attempt began (Date.now()). */
+  readonly attemptedAt: number[] = [];
   readonly sent: Array<Record<string, any>> = [];
+  /** Every close() the client called, with its code and reason. */
+  readonly closes: Array<{ code: number | undefined; reason: string | undefined }> = [];
+  private waiters: Array<{ check: () => boolean; resolve: () => void }> = [];
   /** Return true to drop a frame from the server before the client sees it. */
   dropIncoming: ((frame: Record<string, any>) => boolean) | undefined;
   /** Return true to drop a frame from the client before it reaches the server. */
@@ -43,6 +47,8 @@ export class Network {
     return class {
       constructor(url: string) {
         network.urls.push(url);
+        network.attemptedAt.push(Date.now());
+        queueMicrotask(() => network.settle());
         const socket = new WebSocket(network.blocked ? network.refusingUrl : url);
         network.sockets.add(socket);
         socket.on('close', () => network.sockets.delete(socket));
@@ -52,7 +58,13 @@ export class Network {
           if (network.dropOutgoing?.(frame)) return;
           network.sent.push(frame);
           send(data);
+          network.settle();
         }) as typeof socket.send;
+        const close = socket.close.bind(socket);
+        socket.close = ((code?: number, reason?: string) => {
+          network.closes.push({ code, reason });
+          close(code, reason);
+        }) as typeof socket.close;
         const add = socket.addEventListener.bind(socket) as (type: string, listener: (event: any) => void) => void;
         (socket as any).addEventListener = (type: string, listener: (event: any) => void) => {
           if (type !== 'message') return add(type, listener);
@@ -75,6 +87,102 @@ export class Network {
   sentOfType(type: string): Array<Record<string, any>> {
     return this.sent.filter((frame) => frame.type === type);
   }
+
+  /** Resolves once `check` holds after a frame went out or a connection was attempted (at once if it holds now). */
+  until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+    if (check()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        check,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error(`timed out waiting for ${what}`));
+      }, timeoutMs);
+      this.waiters.push(waiter);
+    });
+  }
+
+  private settle(): void {
+    this.waiters = this.waiters.filter((waiter) => {
+      if (!waiter.check()) return true;
+      waiter.resolve();
+      return false;
+    });
+  }
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 that can make a link go silent: `stall()` stops
+ * forwarding, both ways, on every connection open now and keeps the client's
+ * side open whatever happens behind it, as a dropped NAT entry or a dead
+ * Wi-Fi does (no FIN, no RST: only silence). Connections made after the
+ * stall go through normally.
+ */
+export interface StallingProxy {
+  port: number;
+  /** Connections made through the proxy so far. */
+  readonly accepted: number;
+  stall(): void;
+  close(): Promise<void>;
+}
+
+export async function startStallingProxy(target: { host: string; port: number }): Promise<StallingProxy> {
+  const pairs = new Set<{ client: Socket; upstream: Socket; stalled: boolean }>();
+  let accepted = 0;
+  const server = createServer((client) => {
+    accepted++;
+    const upstream = createConnection({ host: target.host, port: target.port });
+    const pair = { client, upstream, stalled: false };
+    pairs.add(pair);
+    client.on('data', (chunk) => {
+      if (!pair.stalled) upstream.write(chunk);
+    });
+    upstream.on('data', (chunk) => {
+      if (!pair.stalled) client.write(chunk);
+    });
+    const teardown = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', teardown);
+    client.on('error', teardown);
+    // Behind a stalled link the server may give up on the connection; the client must not hear of it.
+    upstream.on('close', () => {
+      if (!pair.stalled) teardown();
+    });
+    upstream.on('error', () => {
+      if (!pair.stalled) teardown();
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('the proxy is not listening on TCP');
+  return {
+    port: address.port,
+    get accepted() {
+      return accepted;
+    },
+    stall() {
+      for (const pair of pairs) pair.stalled = true;
+    },
+    async close() {
+      for (const { client, upstream } of pairs) {
+        client.destroy();
+        upstream.destroy();
+      }
+      pairs.clear();
+      const closed = once(server, 'close');
+      server.close();
+      await closed;
+    },
+  };
 }
 
 /** A client on `ws`, with quick reconnects unless told otherwise; `clients` collects them for closing. */

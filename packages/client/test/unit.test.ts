@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CLOSE_ADVICE } from '@parley/server/close-codes';
-import type { StoredMessage } from '@parley/server/store';
-import { backoffDelay, DEFAULT_BACKOFF } from '../src/backoff.ts';
+import { backoffDelay, DEFAULT_BACKOFF, ReconnectBackoff } from '../src/backoff.ts';
 import { decodeJwtExp, MIN_REFRESH_DELAY_MS, refreshDelay } from '../src/jwt.ts';
 import { ChannelSequencer } from '../src/sequencer.ts';
+import { CLOSE_ADVICE, type StoredMessage } from '../src/wire.ts';
 
 describe('backoff', () => {
   test('full jitter: the delay spans [0, initial·2^attempt), from 0 up to just under the ceiling', () => {
@@ -39,14 +38,70 @@ describe('backoff', () => {
     assert.ok(Number.isFinite(backoffDelay(5000, {}, () => 0.999999)));
   });
 
-  test('defaults are 500 ms initial and 30 s cap; real random delays stay within the bounds', () => {
-    assert.deepEqual(DEFAULT_BACKOFF, { initialMs: 500, maxMs: 30_000 });
+  test('defaults are 500 ms initial, 30 s cap, reset after 10 s up; real random delays stay within the bounds', () => {
+    assert.deepEqual(DEFAULT_BACKOFF, { initialMs: 500, maxMs: 30_000, resetAfterMs: 10_000 });
     for (let i = 0; i < 200; i++) {
       const first = backoffDelay(0);
       assert.ok(first >= 0 && first < 500, `attempt 0 gave ${first}`);
       const late = backoffDelay(20);
       assert.ok(late >= 0 && late < 30_000, `attempt 20 gave ${late}`);
     }
+  });
+});
+
+describe('reconnect policy', () => {
+  /** A policy on a clock the test moves, with the jitter at its top: each delay is its ceiling less 1 ms. */
+  function policy(options: { resetAfterMs?: number } = {}) {
+    let now = 1_000_000;
+    const backoff = new ReconnectBackoff(
+      { initialMs: 100, maxMs: 10_000, random: () => 0.9999999, ...options },
+      () => now,
+    );
+    return {
+      backoff,
+      advance: (ms: number) => {
+        now += ms;
+      },
+    };
+  }
+
+  test('failures before any welcome: the delays double up to the cap', () => {
+    const { backoff } = policy();
+    const delays = Array.from({ length: 9 }, () => backoff.next());
+    assert.deepEqual(delays, [99, 199, 399, 799, 1599, 3199, 6399, 9999, 9999]);
+  });
+
+  test('connections closed soon after their welcome (4008, 1013, 4009…) keep the delays growing', () => {
+    const { backoff, advance } = policy();
+    const delays: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      backoff.welcomed();
+      advance(50);
+      delays.push(backoff.next());
+      advance(delays.at(-1) as number);
+    }
+    assert.deepEqual(delays, [99, 199, 399, 799, 1599, 3199]);
+  });
+
+  test('a connection that stayed up for resetAfterMs starts the backoff over; one just short of it does not', () => {
+    const { backoff, advance } = policy({ resetAfterMs: 10_000 });
+    for (let i = 0; i < 4; i++) backoff.next();
+    assert.equal(backoff.attempts, 4);
+    backoff.welcomed();
+    advance(9_999);
+    assert.equal(backoff.next(), 1599, 'up 9.999 s: still backing off');
+    backoff.welcomed();
+    advance(10_000);
+    assert.equal(backoff.next(), 99, 'up 10 s: healthy, the first retry is quick again');
+    assert.equal(backoff.next(), 199, 'and a failure right after grows again');
+  });
+
+  test('reset (the app calls connect()) starts over', () => {
+    const { backoff } = policy();
+    backoff.next();
+    backoff.next();
+    backoff.reset();
+    assert.equal(backoff.next(), 99);
   });
 });
 
@@ -89,7 +144,7 @@ describe('JWT exp decoding', () => {
 });
 
 describe('close codes', () => {
-  test('the server table the client acts on covers every code of the contract', () => {
+  test('the table the client acts on covers every code of the contract', () => {
     assert.deepEqual(
       Object.keys(CLOSE_ADVICE).map(Number).sort(),
       [1000, 1001, 1008, 1009, 1011, 1013, 4001, 4002, 4008, 4009],
