@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 
 /**
@@ -139,6 +140,26 @@ function trustProxy(env: Env): boolean | number | string {
   return entries.join(',');
 }
 
+/** One DNS label (RFC 1123; `_` too, as container names use it). */
+const HOST_LABEL = /^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
+
+/**
+ * HOST: an IPv4 or IPv6 address (no brackets), or a plausible host name,
+ * checked here so a typo fails at boot naming HOST rather than later as a
+ * bare getaddrinfo error. Whether the name resolves is left to listen.
+ */
+function host(env: Env): string {
+  const raw = read(env, 'HOST') ?? '0.0.0.0';
+  if (isIP(raw) !== 0) return raw;
+  const name = raw.endsWith('.') ? raw.slice(0, -1) : raw;
+  const labels = name.split('.');
+  // An all-digit last label is a mistyped address (1.2.3, 256.1.1.1), not a name.
+  if (name.length <= 253 && labels.every((label) => HOST_LABEL.test(label)) && !/^\d+$/.test(labels.at(-1) ?? '')) {
+    return raw;
+  }
+  throw new ConfigError('HOST', `expected an IP address (without brackets) or a host name, got "${raw}"`);
+}
+
 const MIN_SECRET_BYTES = 32;
 
 export function loadConfig(env: Env = process.env): Config {
@@ -179,13 +200,12 @@ export function loadConfig(env: Env = process.env): Config {
     if (allowedOrigins.includes('*')) allowedOrigins = undefined;
   }
 
-  const host = read(env, 'HOST') ?? '0.0.0.0';
   const rateLimitPerSec = integer(env, 'RATE_LIMIT_PER_SEC', 50, 1);
   const rateLimitBurst = integer(env, 'RATE_LIMIT_BURST', 100, 1);
 
   const config: Config = {
     port: integer(env, 'PORT', 8000, 0, 65535),
-    host,
+    host: host(env),
     nodeEnv,
     jwtSecret: givenSecret ?? randomBytes(48).toString('base64url'),
     jwtSecretGenerated: givenSecret === undefined,

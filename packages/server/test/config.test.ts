@@ -211,6 +211,47 @@ describe('loadConfig rejects bad values, naming the variable', () => {
     for (const value of ['maybe', 'deflate', '2']) rejects({ COMPRESSION: value }, 'COMPRESSION');
   });
 
+  it('HOST: an IP address or a plausible host name', () => {
+    for (const value of [
+      '0.0.0.0',
+      '127.0.0.1',
+      '::',
+      '::1',
+      'fe80::1%eth0',
+      '::ffff:10.0.0.1',
+      'localhost',
+      'parley-1',
+      'parley_web_1',
+      'api.example.com',
+      'api.example.com.',
+      '10-0-0-1.internal',
+      `${'a'.repeat(63)}.example`,
+    ]) {
+      assert.equal(loadConfig({ HOST: value }).host, value, value);
+    }
+    for (const value of [
+      '[::1]',
+      'http://localhost',
+      'localhost:8000',
+      '1.2.3',
+      '256.1.1.1',
+      '127.0.0.1.5',
+      'bad host',
+      '-leading.example',
+      'trailing-.example',
+      'a..b',
+      '.example',
+      `${'a'.repeat(64)}.example`,
+      `${'abcdefghi.'.repeat(26)}com`,
+      'héte',
+      '0x7f.1',
+      '*',
+    ]) {
+      const error = rejects({ HOST: value }, 'HOST');
+      assert.ok(error.message.includes(value), `"${error.message}" quotes the value`);
+    }
+  });
+
   it('LOG_LEVEL', () => {
     for (const value of ['verbose', 'warning', 'all']) rejects({ LOG_LEVEL: value }, 'LOG_LEVEL');
   });
