@@ -4,6 +4,7 @@ import {
   applyTaskEvent,
   type ChatMessage,
   dmChannel,
+  dmStartedBy,
   isTaskEvent,
   mergeMessages,
   NAME,
@@ -27,6 +28,8 @@ const TYPING_SHOWN_MS = 3000;
 /** A channel nobody is looking at keeps at most this many messages; older ones are fetched again when needed. */
 const BACKGROUND_KEEP = 200;
 const MAX_NOTIFICATIONS = 100;
+/** How far back `user:<me>` is read at start, for notifications and the `dm.started` of DMs this browser does not know. */
+const USER_HISTORY = 100;
 /** The room list is fetched again on focus, at most this often. */
 const ROOMS_REFETCH_MS = 5000;
 /**
@@ -345,6 +348,7 @@ export class App {
     }
     if (channel === `user:${this.me}`) {
       this.addNotifications([message], true);
+      this.discoverDms([message], true);
       return;
     }
     const state = this.state(channel);
@@ -473,10 +477,10 @@ export class App {
     if (throttle.shouldSend(Date.now())) this.client.typing(channel);
   }
 
-  private async send(channel: string, text: string): Promise<void> {
+  private async send(channel: string, text: string, idempotencyKey: string): Promise<void> {
     this.throttles.get(channel)?.reset();
     try {
-      await this.client.publish(channel, { text });
+      await this.client.publish(channel, { text }, { idempotencyKey });
     } catch (error) {
       throw new Error(describe(error));
     }
@@ -554,6 +558,23 @@ export class App {
     this.renderSidebar();
   }
 
+  /**
+   * DMs someone else started: the server tells `user:<me>` with the first
+   * message (`dm.started`). Live, the DM shows in the sidebar with that
+   * message unread and is subscribed for the next ones; from history (a
+   * fresh browser) it is simply listed.
+   */
+  private discoverDms(messages: readonly ChatMessage[], live: boolean): void {
+    for (const message of messages) {
+      const partner = dmStartedBy(message, this.me);
+      if (partner === undefined || this.dms.includes(partner)) continue;
+      const channel = dmChannel(this.me, partner);
+      if (live && channel !== this.activeChannel) this.state(channel).unread++;
+      this.rememberDm(partner);
+      void this.subscribe(channel);
+    }
+  }
+
   // ── tasks and notifications ──────────────────────────────────────────────
 
   private async loadTasks(): Promise<void> {
@@ -597,10 +618,12 @@ export class App {
   }
 
   private async loadNotifications(channel: string): Promise<void> {
+    const mine = channel === `user:${this.me}`;
     try {
-      const { messages } = await this.client.history(channel, { limit: 20 });
+      const { messages } = await this.client.history(channel, { limit: mine ? USER_HISTORY : 20 });
       this.notifications = this.notifications.filter((n) => n.channel !== channel);
       this.addNotifications(messages, false);
+      if (mine) this.discoverDms(messages, false);
     } catch {
       // Notifications are a convenience: the live ones still arrive.
     }
@@ -615,7 +638,12 @@ export class App {
       .slice(0, MAX_NOTIFICATIONS);
     if (live) {
       const watching = this.route.view === 'notifications' && document.visibilityState === 'visible';
-      if (!watching) this.notificationsUnread += fresh.filter((m) => m.from !== this.me).length;
+      // A new DM is counted on the DM itself, not twice.
+      if (!watching) {
+        this.notificationsUnread += fresh.filter(
+          (m) => m.from !== this.me && dmStartedBy(m, this.me) === undefined,
+        ).length;
+      }
     }
     if (this.view instanceof NotificationsView) this.view.setItems(this.notifications);
     this.renderSidebar();
@@ -687,7 +715,7 @@ export class App {
       isPrivate: kind === 'dm' || room?.private === true,
       members: room?.private ? room.members : undefined,
       canAddMembers: room?.private === true && room.creator === this.me,
-      send: (text) => this.send(channel, text),
+      send: (text, key) => this.send(channel, text, key),
       typing: () => this.sendTyping(channel),
       loadOlder: () => this.loadOlder(channel),
       addMember: (username) => this.addMember(name, username),
@@ -804,7 +832,11 @@ function dmKey(me: string): string {
   return `parley.dms.${me}`;
 }
 
-/** DM partners are kept per browser: the server has no list of a user's conversations. */
+/**
+ * DM partners are kept per browser: the server has no list of a user's
+ * conversations. A fresh browser finds the DMs others started in the
+ * `dm.started` notifications of `user:<me>` (see discoverDms).
+ */
 function loadDms(me: string): string[] {
   try {
     const list = JSON.parse(localStorage.getItem(dmKey(me)) ?? '[]') as unknown;

@@ -48,6 +48,44 @@ export function dmPartner(channel: string, me: string): string | undefined {
 }
 
 /**
+ * The partner of a `dm.started` notification on `user:<me>` (the server sends
+ * one with a conversation's first message, so a DM from someone new shows up
+ * without the recipient ever opening it), or undefined for anything else.
+ */
+export function dmStartedBy(message: ChatMessage, me: string): string | undefined {
+  if (message.channel !== `user:${me}`) return undefined;
+  const data = message.data as { event?: unknown; channel?: unknown } | null;
+  if (data === null || typeof data !== 'object' || data.event !== 'dm.started') return undefined;
+  if (typeof data.channel !== 'string') return undefined;
+  const partner = dmPartner(data.channel, me);
+  return partner !== undefined && partner !== me && NAME.test(partner) ? partner : undefined;
+}
+
+/**
+ * One idempotency key per draft. A send that failed (a timeout, above all)
+ * may have been stored all the same; when the user sends the same text
+ * again it goes with the same key, so the server stores it once. Editing
+ * the text makes it another message, with a key of its own.
+ */
+export class DraftKeys {
+  private failed: { text: string; key: string } | undefined;
+
+  constructor(private readonly newKey: () => string) {}
+
+  /** The key to send `text` with. */
+  take(text: string): string {
+    const key = this.failed?.text === text ? this.failed.key : this.newKey();
+    this.failed = undefined;
+    return key;
+  }
+
+  /** Sending `text` with `key` failed: the user may try it again. */
+  fail(text: string, key: string): void {
+    this.failed = { text, key };
+  }
+}
+
+/**
  * `incoming` merged into `existing`, ordered by offset, each offset once.
  * History pages and live pushes overlap (a push can arrive while the page
  * that also holds it is on its way), so every path into a list goes through
@@ -93,6 +131,8 @@ export function describeNotification(message: ChatMessage, me: string): string {
     if (event === 'task.deleted') return `${who} deleted the task ${title}`;
     return task.done ? `${who} completed ${title}` : `${who} updated ${title}`;
   }
+  const partner = dmStartedBy(message, me);
+  if (partner !== undefined) return `${partner} sent you a direct message`;
   const data = message.data as { title?: unknown; body?: unknown } | null;
   if (data && typeof data === 'object' && typeof data.title === 'string') {
     return typeof data.body === 'string' ? `${data.title}: ${data.body}` : data.title;

@@ -50,8 +50,7 @@ function ensureBuilt(): void {
     join(WEB_DIR, 'vite.config.ts'),
     join(WEB_DIR, 'package.json'),
     join(REPO, 'packages', 'client', 'src'),
-    join(REPO, 'packages', 'server', 'src', 'errors.ts'),
-    join(REPO, 'packages', 'server', 'src', 'realtime', 'close-codes.ts'),
+    join(REPO, 'packages', 'client', 'package.json'),
   ];
   if (existsSync(index) && statSync(index).mtimeMs >= Math.max(...inputs.map(newest))) return;
   const vite = join(dirname(createRequire(import.meta.url).resolve('vite/package.json')), 'bin', 'vite.js');
@@ -327,6 +326,40 @@ describe('web client in a browser', { skip: missing }, () => {
       await bob.locator('[data-testid="dm-link"][data-user="alice"] [data-testid="unread-badge"]').textContent(),
       '1',
     );
+    await alice.locator('[data-testid="room-link"][data-room="general"]').click();
+    await alice.getByTestId('history-start').waitFor();
+  });
+
+  test('a DM from someone new shows up for its recipient without opening it, and in a fresh browser', async () => {
+    const carol = await newPage();
+    await signUp(carol, 'carol');
+    await carol.locator('[data-testid="conversation"][data-channel="room:general"]').waitFor();
+    assert.equal(await carol.locator('[data-testid="dm-link"]').count(), 0);
+
+    await alice.getByTestId('new-dm-button').click();
+    await alice.getByTestId('new-dm-user').fill('carol');
+    await alice.getByTestId('new-dm-submit').click();
+    await alice.locator('[data-testid="conversation"][data-channel="dm:alice:carol"]').waitFor();
+    await alice.getByTestId('history-start').waitFor();
+    await send(alice, 'Welcome aboard, carol!');
+    await waitForTexts(alice, ['Welcome aboard, carol!']);
+
+    // The server's dm.started on user:carol puts the DM in her sidebar, unread.
+    const badge = carol.locator('[data-testid="dm-link"][data-user="alice"] [data-testid="unread-badge"]');
+    await badge.waitFor();
+    assert.equal(await badge.textContent(), '1');
+    await carol.locator('[data-testid="dm-link"][data-user="alice"]').click();
+    await carol.locator('[data-testid="conversation"][data-channel="dm:alice:carol"]').waitFor();
+    await waitForTexts(carol, ['Welcome aboard, carol!']);
+    await send(alice, 'Ping me once you are set up.');
+    await waitForTexts(carol, ['Ping me once you are set up.']);
+
+    // Another browser (a new context: empty localStorage) finds the DM in user:carol's history.
+    const fresh = await newPage();
+    await signIn(fresh, 'carol');
+    await fresh.locator('[data-testid="dm-link"][data-user="alice"]').waitFor();
+    await fresh.close();
+    await carol.close();
     await alice.locator('[data-testid="room-link"][data-room="general"]').click();
     await alice.getByTestId('history-start').waitFor();
   });
@@ -608,10 +641,19 @@ describe('web client token renewal', { skip: missing }, () => {
     await server?.close();
   });
 
-  test('the access token is refreshed before it expires, and the app keeps working', async () => {
+  test('the access token is refreshed before it expires, and the app keeps working on one connection', async () => {
     const context = await browser.newContext();
     const page = await context.newPage();
     page.setDefaultTimeout(15_000);
+    // Renewal happens on the open socket (the refresh command): a 4001 and a reconnect would show here.
+    const sockets: string[] = [];
+    let welcomes = 0;
+    page.on('websocket', (socket) => {
+      sockets.push(socket.url());
+      socket.on('framereceived', ({ payload }) => {
+        if (typeof payload === 'string' && payload.includes('"type":"welcome"')) welcomes++;
+      });
+    });
     const response = await server.http('POST', '/auth/register', { body: { username: 'dana', password: PASSWORD } });
     assert.equal(response.status, 201);
     await page.goto(server.url);
@@ -619,17 +661,27 @@ describe('web client token renewal', { skip: missing }, () => {
     await page.getByTestId('auth-password').fill(PASSWORD);
     await page.getByTestId('auth-submit').click();
     await page.locator('[data-testid="connection-state"][data-state="online"]').waitFor();
-    const token = () => page.evaluate(() => JSON.parse(sessionStorage.getItem('parley.session') ?? '{}').accessToken);
-    const first = await token();
+    const exp = (token: string) =>
+      JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()).exp as number;
+    const first = await page.evaluate(() => JSON.parse(sessionStorage.getItem('parley.session') ?? '{}').accessToken);
+    // The server closes a socket 4001 at its token's exp plus 5 s of skew, checked each second: wait for
+    // a token issued past that (exp = issued + 3 s), so the first one would have been enforced by then.
     await page.waitForFunction(
-      (old) => JSON.parse(sessionStorage.getItem('parley.session') ?? '{}').accessToken !== old,
-      first,
+      (limit) => {
+        const token = JSON.parse(sessionStorage.getItem('parley.session') ?? '{}').accessToken as string | undefined;
+        const payload = (token?.split('.')[1] ?? '').replace(/-/g, '+').replace(/_/g, '/');
+        return payload !== '' && JSON.parse(atob(payload)).exp >= limit;
+      },
+      exp(first) + 10,
+      { timeout: 25_000 },
     );
     await page.getByTestId('nav-tasks').click();
     await page.getByTestId('task-title-input').fill('Renewed');
     await page.getByTestId('task-add').click();
     await page.locator('[data-testid="task"]', { hasText: 'Renewed' }).waitFor();
     await page.locator('[data-testid="connection-state"][data-state="online"]').waitFor();
+    assert.equal(sockets.length, 1, `one WebSocket across the renewals (${sockets.join(', ')})`);
+    assert.equal(welcomes, 1, 'one welcome: never closed 4001 and reconnected');
     await context.close();
   });
 });

@@ -3,9 +3,11 @@ import { describe, test } from 'node:test';
 import {
   applyTaskEvent,
   type ChatMessage,
+  DraftKeys,
   describeNotification,
   dmChannel,
   dmPartner,
+  dmStartedBy,
   mergeMessages,
   messageText,
   parseRoute,
@@ -186,5 +188,43 @@ describe('routes', () => {
     assert.deepEqual(parseRoute('#/room/not a name'), { view: 'home' });
     assert.deepEqual(parseRoute('#/room/%E0%A4%A'), { view: 'home' });
     assert.deepEqual(parseRoute('#/elsewhere'), { view: 'home' });
+  });
+});
+
+describe('DMs started by others', () => {
+  const notice = (data: unknown, channel = 'user:bob') => message(1, { channel, from: 'alice', data });
+
+  test('a dm.started on user:<me> names the partner, and reads as a sentence in the panel', () => {
+    const started = notice({ event: 'dm.started', channel: 'dm:alice:bob', from: 'alice' });
+    assert.equal(dmStartedBy(started, 'bob'), 'alice');
+    assert.equal(describeNotification(started, 'bob'), 'alice sent you a direct message');
+  });
+
+  test('anything else is not one: another user channel, a DM without me, other events, other shapes', () => {
+    assert.equal(dmStartedBy(notice({ event: 'dm.started', channel: 'dm:alice:bob' }, 'user:carol'), 'bob'), undefined);
+    assert.equal(dmStartedBy(notice({ event: 'dm.started', channel: 'dm:alice:carol' }), 'bob'), undefined);
+    assert.equal(dmStartedBy(notice({ event: 'dm.started', channel: 'room:general' }), 'bob'), undefined);
+    assert.equal(dmStartedBy(notice({ event: 'task.created', channel: 'dm:alice:bob' }), 'bob'), undefined);
+    assert.equal(dmStartedBy(notice({ event: 'dm.started' }), 'bob'), undefined);
+    assert.equal(dmStartedBy(notice('dm.started'), 'bob'), undefined);
+    assert.equal(dmStartedBy(notice(null), 'bob'), undefined);
+  });
+});
+
+describe('one idempotency key per draft', () => {
+  const counter = () => {
+    let n = 0;
+    return () => `k${++n}`;
+  };
+
+  test('sending the failed text again reuses its key; new or edited text gets a new one', () => {
+    const drafts = new DraftKeys(counter());
+    assert.equal(drafts.take('hello'), 'k1');
+    drafts.fail('hello', 'k1');
+    assert.equal(drafts.take('hello'), 'k1', 'the retry of a draft that may have been stored');
+    assert.equal(drafts.take('hello'), 'k2', 'it went through: the same text again is a new message');
+    drafts.fail('hello', 'k2');
+    assert.equal(drafts.take('hello!'), 'k3', 'edited: another message');
+    assert.equal(drafts.take('hello'), 'k4', 'the failed draft was given up on');
   });
 });

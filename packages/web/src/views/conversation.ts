@@ -1,6 +1,8 @@
+import { newIdempotencyKey } from '@parley/client';
 import { h, icon, replace } from '../dom.ts';
 import {
   type ChatMessage,
+  DraftKeys,
   formatDay,
   formatTime,
   messageText,
@@ -22,7 +24,8 @@ export interface ConversationOptions {
   members?: string[];
   /** The creator of a private room may add members. */
   canAddMembers: boolean;
-  send(text: string): Promise<void>;
+  /** `idempotencyKey` is the same when the user sends a failed draft again. */
+  send(text: string, idempotencyKey: string): Promise<void>;
   typing(): void;
   loadOlder(): Promise<void>;
   addMember(username: string): Promise<void>;
@@ -49,6 +52,7 @@ export class ConversationView {
   private hasMore = false;
   private loadingOlder = false;
   private historyLoaded = false;
+  private readonly drafts = new DraftKeys(newIdempotencyKey);
 
   constructor(private readonly options: ConversationOptions) {
     const { kind, name } = options;
@@ -258,7 +262,9 @@ export class ConversationView {
     this.input.value = '';
     this.autosize();
     this.composerError.textContent = '';
-    this.options.send(text).catch((error: unknown) => {
+    const key = this.drafts.take(text);
+    this.options.send(text, key).catch((error: unknown) => {
+      this.drafts.fail(text, key);
       // Give the text back, unless the user has started the next message.
       if (!this.input.value) {
         this.input.value = text;
