@@ -7,11 +7,15 @@ import { test } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import { freePort, waitReady } from '../../../deploy/local-cluster.ts';
 import { TokenService } from '../src/auth/tokens.ts';
-import { startServer, TEST_SECRET, TestSocket } from './helpers.ts';
+import { startServer, TEST_SECRET, type TestServer, TestSocket } from './helpers.ts';
 
 const serverEntry = new URL('../src/main.ts', import.meta.url).pathname;
 
-test('SIGTERM drains: not ready first, new sockets refused, closes 1001 spread out, writes flushed, exit 0', async () => {
+/**
+ * Starts a real process, connects 20 sockets with publishes in flight, sends
+ * `signal`, and checks every step of the drain (docs/operations.md).
+ */
+async function drainsOn(signal: 'SIGTERM' | 'SIGINT'): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'parley-drain-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -47,6 +51,13 @@ test('SIGTERM drains: not ready first, new sockets refused, closes 1001 spread o
       sockets.push(socket);
     }
     const closedAt: number[] = [];
+    // When each close frame arrives, before the close handshake completes ('close' comes a round trip later).
+    const closeFrameAt: number[] = [];
+    for (const s of sockets) {
+      (s.ws as unknown as { _receiver: NodeJS.EventEmitter })._receiver.once('conclude', () =>
+        closeFrameAt.push(Date.now()),
+      );
+    }
     const closes = sockets.map((s) =>
       s.closed.then((c) => {
         closedAt.push(Date.now());
@@ -62,21 +73,27 @@ test('SIGTERM drains: not ready first, new sockets refused, closes 1001 spread o
       );
     }
     const signalledAt = Date.now();
-    child.kill('SIGTERM');
+    child.kill(signal);
 
-    // Not ready at once, while sockets are still being closed.
-    let sawNotReady = false;
+    // Not ready at once, before any socket is sent away: the balancer gets to see it first.
+    let notReadyAt: number | undefined;
     while (Date.now() - signalledAt < drainMs / 2) {
       const response = await fetch(`${url}/readyz`).catch(() => undefined);
       if (response?.status === 503) {
-        sawNotReady = true;
+        notReadyAt = Date.now();
         break;
       }
     }
-    assert.ok(sawNotReady, '/readyz answered 503 during the drain');
+    assert.ok(notReadyAt !== undefined, '/readyz answered 503 during the drain');
+    assert.equal(closeFrameAt.length, 0, 'no close frame had arrived when /readyz answered 503');
     await assert.rejects(TestSocket.connect(`ws://127.0.0.1:${port}/ws`), /503|ECONNREFUSED|socket hang up/);
 
     assert.deepEqual(await Promise.all(closes), new Array(20).fill(1001));
+    assert.equal(closeFrameAt.length, 20);
+    assert.ok(
+      notReadyAt < Math.min(...closeFrameAt),
+      `/readyz 503 at +${notReadyAt - signalledAt} ms, first 1001 at +${Math.min(...closeFrameAt) - signalledAt} ms`,
+    );
     const spread = Math.max(...closedAt) - Math.min(...closedAt);
     assert.ok(spread >= drainMs / 2, `closes spread over ${spread} ms`);
     assert.equal(await exited, 0);
@@ -96,11 +113,20 @@ test('SIGTERM drains: not ready first, new sockets refused, closes 1001 spread o
     assert.equal(line.instance, 'drain-test');
     assert.equal(line.code, 1001);
     assert.match(line.user, /^user\d+$/);
+    assert.ok(
+      logs.some((l) => l.includes('shutting down') && l.includes(signal)),
+      `the shutdown line names ${signal}`,
+    );
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
   }
-});
+}
+
+test('SIGTERM drains: not ready first, new sockets refused, closes 1001 spread out, writes flushed, exit 0', () =>
+  drainsOn('SIGTERM'));
+
+test('SIGINT drains the same way and exits 0', () => drainsOn('SIGINT'));
 
 test('GET /metrics: Prometheus text with the instance counters', async () => {
   const server = await startServer();
@@ -129,6 +155,95 @@ test('GET /metrics: Prometheus text with the instance counters', async () => {
     assert.match(response.text, /parley_delivery_latency_seconds_count\{[^}]*\} 1/);
     assert.match(response.text, /parley_store_append_seconds_count\{[^}]*\} 1/);
     assert.match(response.text, /nodejs_eventloop_lag_seconds/);
+  } finally {
+    await server.close();
+  }
+});
+
+/** Scrapes /metrics; the returned function reads one sample (0 when the series does not exist yet). */
+async function scrape(server: TestServer): Promise<(name: string, labels?: Record<string, string>) => number> {
+  const response = await server.http('GET', '/metrics');
+  assert.equal(response.status, 200);
+  const samples = response.text
+    .split('\n')
+    .map((line) => /^([a-z_:]+)(?:\{([^}]*)\})? (\S+)$/.exec(line))
+    .filter((match) => match !== null)
+    .map((match) => ({
+      name: match[1],
+      labels: Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]])),
+      value: Number(match[3]),
+    }));
+  return (name, labels = {}) =>
+    samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value ?? 0;
+}
+
+test('GET /metrics: frames and bytes in and out move by exactly what went over the socket', async () => {
+  const server = await startServer();
+  try {
+    const socket = await server.ws('/ws', { token: await server.token('svc', 'service') });
+    await socket.welcome();
+    let framesReceived = 0;
+    let bytesReceived = 0;
+    socket.ws.on('message', (data) => {
+      framesReceived++;
+      bytesReceived += (data as Buffer).length;
+    });
+    const before = await scrape(server);
+    // Non-ASCII both ways: bytes are UTF-8 bytes on the wire, not string lengths.
+    const TEXT = 'héllo ✓ — ünïcode';
+    const frames = [
+      '{"type":"subscribe","channel":"topic:bytes","id":1}',
+      `{"type":"publish","channel":"topic:bytes","data":"${TEXT}","id":2}`,
+      '{"type":"history","channel":"topic:bytes","id":3}',
+    ];
+    for (const [i, frame] of frames.entries()) {
+      const answer = socket.waitFor((f) => f.id === i + 1);
+      socket.ws.send(frame);
+      assert.equal((await answer).type, 'reply', frame);
+    }
+    await socket.next((f) => f.type === 'message');
+    const history = socket.frames.find((f) => f.id === 3);
+    assert.equal(history?.result.messages[0].data, TEXT);
+    const after = await scrape(server);
+    const delta = (name: string) => after(name) - before(name);
+    assert.equal(delta('parley_frames_in_total'), 3);
+    assert.equal(
+      delta('parley_bytes_in_total'),
+      frames.reduce((sum, f) => sum + Buffer.byteLength(f), 0),
+    );
+    assert.equal(framesReceived, 4, 'three replies and one message');
+    assert.equal(delta('parley_frames_out_total'), framesReceived);
+    assert.equal(delta('parley_bytes_out_total'), bytesReceived);
+  } finally {
+    await server.close();
+  }
+});
+
+test('GET /metrics: closes by code count the 1013 of MAX_CONNECTIONS and the 4008 of the rate limit', async () => {
+  const server = await startServer({ MAX_CONNECTIONS: '2', RATE_LIMIT_PER_SEC: '1', RATE_LIMIT_BURST: '3' });
+  try {
+    const first = await server.ws('/ws', { token: await server.token('m1') });
+    await first.welcome();
+    const flooder = await server.ws('/ws', { token: await server.token('m2') });
+    await flooder.welcome();
+    const before = await scrape(server);
+
+    const refused = await server.ws('/ws', { token: await server.token('m3') });
+    assert.equal((await refused.closed).code, 1013);
+    const afterRefusal = await scrape(server);
+    assert.equal(
+      afterRefusal('parley_closes_total', { code: '1013' }) - before('parley_closes_total', { code: '1013' }),
+      1,
+    );
+
+    // BURST (3) pass, then more than BURST refused in a row: 4008. Bounded: 20 frames at most.
+    for (let id = 1; id <= 20; id++) flooder.send({ type: 'ping', id });
+    assert.equal((await flooder.closed).code, 4008);
+    const after = await scrape(server);
+    assert.equal(after('parley_closes_total', { code: '4008' }) - before('parley_closes_total', { code: '4008' }), 1);
+    assert.ok(after('parley_rate_limited_total') - before('parley_rate_limited_total') >= 4);
+    assert.equal(after('parley_closes_total', { code: '1013' }), afterRefusal('parley_closes_total', { code: '1013' }));
+    assert.deepEqual(await first.ok({ type: 'ping' }), {}, 'the other connection is untouched');
   } finally {
     await server.close();
   }

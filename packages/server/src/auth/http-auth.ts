@@ -50,7 +50,27 @@ export function principalOf(request: FastifyRequest): Principal {
   return request.principal;
 }
 
-/** Hides the value of `token` in a URL before it reaches a log line. */
+/**
+ * Hides the value of every query parameter `tokenOf` could read as the token
+ * before the URL reaches a log line. Names are compared as URLSearchParams
+ * decodes them (`%74oken`, `tok%65n` are `token` too, in any case), over the same text
+ * `tokenOf` parses (up to the end, `#` included); the rest stays as it came.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(/([?&]token=)[^&#]*/gi, '$1[redacted]');
+  const query = url.indexOf('?');
+  if (query < 0) return url;
+  const pairs = url.slice(query + 1).split('&');
+  let changed = false;
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i] as string;
+    const equals = pair.indexOf('=');
+    const name = equals < 0 ? pair : pair.slice(0, equals);
+    const [decoded] = new URLSearchParams(`${name}=`).keys();
+    // Any case: `?Token=` does not authenticate, but is no less a secret.
+    if (decoded?.toLowerCase() === 'token') {
+      pairs[i] = `${name}=[redacted]`;
+      changed = true;
+    }
+  }
+  return changed ? `${url.slice(0, query + 1)}${pairs.join('&')}` : url;
 }

@@ -73,7 +73,11 @@ function mirroredByLabel<K extends string | number>(
 export class Metrics {
   readonly registry = new Registry();
   readonly stats = new Stats();
-  /** Seconds from a message's store commit to its fan-out on this instance (once per message, not per socket). */
+  /**
+   * Seconds from the start of a publish (before the store append, so store and
+   * broker time included) to its fan-out on this instance; once per message
+   * per instance, not per socket.
+   */
   readonly deliveryLatency: Histogram;
   /** Seconds a publish waited for the store. */
   readonly storeLatency: Histogram;
@@ -143,7 +147,7 @@ export class Metrics {
     const buckets = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
     this.deliveryLatency = new Histogram({
       name: 'parley_delivery_latency_seconds',
-      help: 'From a message being stored to its fan-out on this instance',
+      help: 'From the start of a publish (store and broker included) to its fan-out on this instance',
       buckets,
       registers: [registry],
     });

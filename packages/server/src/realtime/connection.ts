@@ -35,6 +35,22 @@ interface RawSocket {
 
 type State = 'authenticating' | 'open' | 'closed';
 
+/** The close code `ws` sends for each of its frame errors (its Receiver). */
+const WS_ERROR_CLOSE_CODES: Record<string, number> = {
+  WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: CloseCode.TOO_LARGE,
+  WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH: CloseCode.TOO_LARGE,
+  WS_ERR_INVALID_UTF8: 1007,
+  WS_ERR_TOO_MANY_BUFFERED_PARTS: CloseCode.POLICY,
+  WS_ERR_EXPECTED_FIN: 1002,
+  WS_ERR_EXPECTED_MASK: 1002,
+  WS_ERR_INVALID_CLOSE_CODE: 1002,
+  WS_ERR_INVALID_CONTROL_PAYLOAD_LENGTH: 1002,
+  WS_ERR_INVALID_OPCODE: 1002,
+  WS_ERR_UNEXPECTED_MASK: 1002,
+  WS_ERR_UNEXPECTED_RSV_1: 1002,
+  WS_ERR_UNEXPECTED_RSV_2_3: 1002,
+};
+
 /**
  * One WebSocket: authentication, parsing, rate limiting and dispatch of
  * commands, and the socket's subscriptions. The hub pushes to it as a
@@ -46,7 +62,10 @@ export class Connection implements Subscriber {
   private principal: Principal | undefined;
   private admittedUser: string | undefined;
   private authTimer: NodeJS.Timeout | undefined;
-  /** Frames that arrived while an upgrade token was being verified. */
+  /**
+   * Frames that arrived while a token (upgrade or `auth` frame) was being
+   * verified: already counted and rate limited, at most RATE_LIMIT_BURST.
+   */
   private early: Array<{ data: RawData; isBinary: boolean }> | undefined;
   /** Active subscriptions, and channels whose subscribe is in flight. */
   private readonly subscriptions = new Map<string, ChannelName>();
@@ -101,7 +120,7 @@ export class Connection implements Subscriber {
       this.missedPongs = 0;
     });
     this.ws.on('close', (code) => this.onClose(code));
-    this.ws.on('error', (error) => this.log.debug({ err: error }, 'socket error'));
+    this.ws.on('error', (error) => this.onSocketError(error));
     if (this.upgradeToken !== undefined) {
       this.early = [];
       void this.authenticate(this.upgradeToken);
@@ -157,7 +176,8 @@ export class Connection implements Subscriber {
     }
     const stats = this.ctx.metrics.stats;
     stats.framesOut++;
-    stats.bytesOut += frame.length;
+    // Bytes on the wire: a string's length counts UTF-16 units.
+    stats.bytesOut += typeof frame === 'string' ? Buffer.byteLength(frame) : frame.length;
     this.ws.send(frame, TEXT_FRAME);
   }
 
@@ -203,7 +223,28 @@ export class Connection implements Subscriber {
     }
     const early = this.early;
     this.early = undefined;
-    if (early) for (const frame of early) this.onFrame(frame.data, frame.isBinary);
+    if (early) {
+      for (const frame of early) {
+        if (this.state !== 'open') break;
+        this.handleFrame(frame.data, frame.isBinary);
+      }
+    }
+  }
+
+  /**
+   * `ws` refused an inbound frame and is closing the socket itself (1002,
+   * 1007, 1009): recorded as the code we sent, not as whatever the peer
+   * echoes or 1006 when it does not.
+   */
+  private onSocketError(error: Error & { code?: string }): void {
+    this.log.debug({ err: error }, 'socket error');
+    const code = error.code === undefined ? undefined : WS_ERROR_CLOSE_CODES[error.code];
+    if (code === undefined || this.state === 'closed') return;
+    this.state = 'closed';
+    this.sentCloseCode = code;
+    this.ctx.metrics.stats.closed(code);
+    // As in close(): a peer that never answers the close handshake is cut off.
+    setTimeout(() => this.ws.terminate(), 2000).unref();
   }
 
   private onClose(received: number): void {
@@ -215,7 +256,8 @@ export class Connection implements Subscriber {
     clearTimeout(this.authTimer);
     this.gateway.forget(this, this.admittedUser);
     this.admittedUser = undefined;
-    if (this.principal) this.log.info({ user: this.user, code, ip: this.ip }, 'connection closed');
+    // Also for sockets that never authenticated (4002, 1008, 1013 per user): user null.
+    this.log.info({ user: this.principal?.user ?? null, code, ip: this.ip }, 'connection closed');
     for (const name of this.subscriptions.values()) {
       this.ctx.channels.unsubscribe(name, this).catch((error) => {
         this.log.warn({ err: error, channel: name.channel }, 'cleanup on close failed');
@@ -273,11 +315,22 @@ export class Connection implements Subscriber {
     const stats = this.ctx.metrics.stats;
     stats.framesIn++;
     stats.bytesIn += (data as Buffer).length;
+    // Counted and rate limited once, here, whether handled now or after verification.
+    if (!this.takeToken(data, isBinary)) return;
     if (this.early) {
+      // A client cannot park more than a burst of frames behind a slow verification.
+      if (this.early.length >= this.ctx.config.rateLimitBurst) {
+        this.close(CloseCode.RATE_LIMITED, 'too many frames before authentication');
+        return;
+      }
       this.early.push({ data, isBinary });
       return;
     }
-    if (!this.takeToken(data, isBinary)) return;
+    this.handleFrame(data, isBinary);
+  }
+
+  /** A frame already counted and let through by the rate limit. */
+  private handleFrame(data: RawData, isBinary: boolean): void {
     if (this.state === 'authenticating') {
       this.onFirstFrame(data, isBinary);
       return;
@@ -308,6 +361,8 @@ export class Connection implements Subscriber {
       this.close(CloseCode.POLICY, 'unauthorized');
       return;
     }
+    // The client answered in time: how long verification takes (a JWKS fetch) is not its fault.
+    clearTimeout(this.authTimer);
     this.early = [];
     void this.authenticate(parsed.command.token);
   }

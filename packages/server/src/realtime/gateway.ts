@@ -13,6 +13,17 @@ const EXPIRY_SWEEP_MS = 1000;
 const DRAIN_TICK_MS = 20;
 /** How long closed sockets get to finish the close handshake at shutdown. */
 const CLOSE_GRACE_MS = 3000;
+/**
+ * Longest wait, at shutdown, between /readyz turning 503 and the first 1001:
+ * time for the load balancer to see it before clients come back. At most a
+ * quarter of the drain, which the remaining closes are spread over.
+ */
+const READY_LEAD_MS = 2000;
+/**
+ * permessage-deflate compresses payloads of at least this many bytes (ws's
+ * `threshold`): strictly above 1 KiB, as PROTOCOL §1 says.
+ */
+const COMPRESSION_THRESHOLD = 1025;
 
 function parseRoute(url: string): Route | undefined {
   const query = url.indexOf('?');
@@ -53,6 +64,8 @@ export class Gateway {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
   private closing = false;
+  /** Wakes a shutdown pause when the last connection is gone. */
+  private emptied: (() => void) | undefined;
 
   constructor(private readonly ctx: AppContext) {
     const { config } = ctx;
@@ -62,7 +75,7 @@ export class Gateway {
       maxPayload: config.maxMessageBytes,
       perMessageDeflate: config.compression
         ? {
-            threshold: 1024,
+            threshold: COMPRESSION_THRESHOLD,
             // Bounded memory per connection: a small window and no context kept between frames.
             serverNoContextTakeover: true,
             clientNoContextTakeover: true,
@@ -115,7 +128,20 @@ export class Gateway {
     const token = tokenOf(request.headers, request.url ?? '/');
     this.wss.handleUpgrade(request, socket, head, (ws: WebSocket) => {
       if (this.connections.size >= this.ctx.config.maxConnections) {
+        // Counted and logged like every other close, though no Connection is made for it.
+        this.ctx.metrics.stats.closed(CloseCode.TRY_AGAIN_LATER);
+        this.ctx.log.info(
+          {
+            user: null,
+            code: CloseCode.TRY_AGAIN_LATER,
+            ip: request.socket.remoteAddress,
+            reason: 'too many connections',
+          },
+          'connection closed',
+        );
         ws.close(CloseCode.TRY_AGAIN_LATER, 'too many connections');
+        // A peer that never answers the close handshake is cut off.
+        setTimeout(() => ws.terminate(), 2000).unref();
         return;
       }
       const connection = new Connection(ws, this.ctx, this, route, request, token);
@@ -135,6 +161,7 @@ export class Gateway {
   /** Called by a connection when its socket closed. */
   forget(connection: Connection, admittedUser: string | undefined): void {
     this.connections.delete(connection);
+    if (this.connections.size === 0) this.emptied?.();
     if (admittedUser === undefined) return;
     const count = (this.perUser.get(admittedUser) ?? 1) - 1;
     if (count <= 0) this.perUser.delete(admittedUser);
@@ -147,6 +174,25 @@ export class Gateway {
     return count;
   }
 
+  /** Waits `ms`, or less once no connection is left: nothing to wait for then. */
+  private async pause(ms: number): Promise<void> {
+    if (ms <= 0 || this.connections.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.emptied = resolve;
+      timer = setTimeout(resolve, ms);
+    });
+    clearTimeout(timer);
+    this.emptied = undefined;
+  }
+
+  private anyOpen(connections: Connection[], from: number): boolean {
+    for (let i = from; i < connections.length; i++) {
+      if (this.connections.has(connections[i] as Connection)) return true;
+    }
+    return false;
+  }
+
   private heartbeat(): void {
     for (const connection of this.connections) connection.heartbeat();
   }
@@ -157,21 +203,32 @@ export class Gateway {
   }
 
   /**
-   * Graceful shutdown: refuses new sockets, then closes the open ones 1001 in
-   * small batches spread evenly over `drainMs`, so a thousand clients do not
+   * Graceful shutdown (the caller has already turned /readyz 503): refuses
+   * new sockets, waits a lead of up to READY_LEAD_MS (a quarter of `drainMs`
+   * at most) so the load balancer sees the instance as not ready before any
+   * client is sent away, then closes the open sockets 1001 in small batches
+   * spread evenly over the rest of `drainMs`, so a thousand clients do not
    * all reconnect in the same instant. Sockets still open `CLOSE_GRACE_MS`
-   * after the last batch are cut.
+   * after the last batch are cut: the whole takes at most
+   * `drainMs + CLOSE_GRACE_MS`.
    */
   async close(drainMs = this.ctx.config.shutdownDrainMs): Promise<void> {
     this.closing = true;
     clearInterval(this.heartbeatTimer);
     clearInterval(this.expiryTimer);
+    const lead = Math.min(READY_LEAD_MS, drainMs / 4);
+    const spread = drainMs - lead;
+    await this.pause(lead);
     const open = [...this.connections];
     const closed: Promise<void>[] = [];
-    const batches = Math.max(1, Math.min(open.length, Math.floor(drainMs / DRAIN_TICK_MS)));
+    const batches = Math.max(1, Math.min(open.length, Math.floor(spread / DRAIN_TICK_MS)));
     const perBatch = Math.ceil(open.length / batches);
     for (let i = 0; i < open.length; i += perBatch) {
-      if (i > 0) await new Promise((resolve) => setTimeout(resolve, drainMs / batches));
+      if (i > 0) {
+        // Nothing left to spread out (the rest closed by themselves meanwhile): no more waiting.
+        if (!this.anyOpen(open, i)) break;
+        await this.pause(spread / batches);
+      }
       for (const connection of open.slice(i, i + perBatch)) closed.push(connection.shutdown());
     }
     let timer: NodeJS.Timeout | undefined;
