@@ -148,6 +148,94 @@ describe('tokens at /me (no identity provider)', () => {
   });
 });
 
+type WsPath = 'header' | 'query' | 'auth frame';
+const WS_PATHS: WsPath[] = ['header', 'query', 'auth frame'];
+
+/** Opens /ws presenting `token` one way; resolves with the welcome's user or the close code. */
+async function overWebSocket(server: TestServer, token: string, path: WsPath): Promise<string | number> {
+  const socket =
+    path === 'header'
+      ? await server.ws('/ws', { token })
+      : path === 'query'
+        ? await server.ws(`/ws?token=${encodeURIComponent(token)}`)
+        : await server.ws('/ws');
+  if (path === 'auth frame') socket.send({ type: 'auth', token });
+  const outcome = await Promise.race([
+    socket.closed.then(({ code }) => code),
+    new Promise<string>((resolve) => {
+      // TestSocket's own listener, registered first, has recorded the frame by now.
+      const seen = () => {
+        const welcome = socket.frames.find((f) => f.type === 'welcome');
+        if (welcome) resolve(welcome.user);
+      };
+      socket.ws.on('message', seen);
+      seen();
+    }),
+  ]);
+  if (typeof outcome === 'number') {
+    assert.equal(
+      socket.frames.some((f) => f.type === 'welcome'),
+      false,
+      `no welcome before the close (${path})`,
+    );
+  } else {
+    socket.close();
+    await socket.closed;
+  }
+  return outcome;
+}
+
+async function assertRefusedOverWs(server: TestServer, token: string, code = 1008) {
+  for (const path of WS_PATHS) assert.equal(await overWebSocket(server, token, path), code, `refused by ${path}`);
+}
+
+describe('the same tokens on the WebSocket: upgrade (header, ?token=) and auth frame', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.close());
+
+  test('a good HS256 token is welcomed on every path', async () => {
+    const token = await sign(secret);
+    for (const path of WS_PATHS) assert.equal(await overWebSocket(server, token, path), 'alice', path);
+  });
+
+  test('alg: none is closed 1008', async () => {
+    const token = new UnsecuredJWT({ sub: 'alice', role: 'admin' }).setExpirationTime('1h').encode();
+    await assertRefusedOverWs(server, token);
+    await assertRefusedOverWs(server, `${token}${token.split('.')[0]}`);
+  });
+
+  test('another key, another HMAC algorithm, RS256/ES256 without a JWKS: 1008', async () => {
+    await assertRefusedOverWs(server, await sign(new TextEncoder().encode('another-secret-another-secret-0123456789')));
+    await assertRefusedOverWs(server, await sign(secret, { alg: 'HS512' }));
+    await assertRefusedOverWs(server, await sign((await generateKeyPair('RS256')).privateKey, { alg: 'RS256' }));
+    await assertRefusedOverWs(server, await sign((await generateKeyPair('ES256')).privateKey, { alg: 'ES256' }));
+  });
+
+  test('exp 10 s ago is closed 4001 (refresh); 3 s ago is within the skew', async () => {
+    await assertRefusedOverWs(server, await sign(secret, { claims: { exp: nowSeconds() - 10 } }), 4001);
+    const withinSkew = await sign(secret, { claims: { exp: nowSeconds() - 3 } });
+    assert.equal(await overWebSocket(server, withinSkew, 'header'), 'alice');
+  });
+
+  test('nbf 60 s ahead is closed 1008; 3 s ahead is within the skew', async () => {
+    await assertRefusedOverWs(server, await sign(secret, { claims: { nbf: nowSeconds() + 60 } }));
+    const withinSkew = await sign(secret, { claims: { nbf: nowSeconds() + 3 } });
+    assert.equal(await overWebSocket(server, withinSkew, 'auth frame'), 'alice');
+  });
+
+  test('a tampered payload (sub or role changed, signature kept) is closed 1008', async () => {
+    const [header, payload, signature] = (await sign(secret)).split('.') as [string, string, string];
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString());
+    for (const change of [{ sub: 'mallory' }, { role: 'admin' }]) {
+      const forged = Buffer.from(JSON.stringify({ ...claims, ...change })).toString('base64url');
+      await assertRefusedOverWs(server, `${header}.${forged}.${signature}`);
+    }
+  });
+});
+
 describe('TokenService', () => {
   const tokens = new TokenService({ secret: TEST_SECRET, accessTokenTtl: 900 });
 
