@@ -128,6 +128,30 @@ describe('authentication on /ws', () => {
     assert.equal(socket.closeCode, undefined);
     socket.close();
   });
+
+  test('refresh with another user token is forbidden and changes nothing: the old expiry still closes 4001', async () => {
+    // Lapsed 3 s ago: accepted thanks to the 5 s skew, so the connection has 1-2 s left.
+    const token = await server.token('judy', 'user', { ttl: -3 });
+    const lapse = (await server.parley.ctx.tokens.verify(token)).exp * 1000 + 5000;
+    const socket = await server.ws('/ws', { token });
+    await socket.welcome();
+    const other = await socket.request({ type: 'refresh', token: await server.token('mallory', 'admin') });
+    assert.equal(other.type, 'error');
+    assert.equal(other.error.code, 'forbidden');
+    // Still judy, still a plain user: neither mallory's name nor her role came along.
+    assert.equal((await socket.request({ type: 'subscribe', channel: 'user:judy' })).type, 'reply');
+    assert.equal((await socket.request({ type: 'subscribe', channel: 'user:mallory' })).error?.code, 'forbidden');
+    assert.equal((await socket.request({ type: 'publish', channel: 'topic:x', data: 1 })).error?.code, 'forbidden');
+    // Nor her expiry: the socket is closed at judy's, within a sweep or two.
+    const closed = await Promise.race([
+      socket.closed,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('not closed at the old expiry')), 6000)),
+    ]);
+    const closedAt = Date.now();
+    assert.equal(closed.code, 4001);
+    assert.ok(closedAt >= lapse, `closed ${lapse - closedAt} ms before exp + skew`);
+    assert.ok(closedAt <= lapse + 3000, `closed ${closedAt - lapse} ms after exp + skew`);
+  });
 });
 
 describe('commands, replies and errors', () => {
@@ -447,6 +471,73 @@ describe('shortcuts', () => {
     const socket = await server.ws('/ws/notifications/tasks', { token: await server.token('watcher') });
     const reply = await socket.next((f) => f.type === 'reply');
     assert.equal(reply.result.channel, 'topic:tasks');
+    socket.close();
+  });
+
+  test('/ws/notifications/{topic}: reply without id, pushes arrive, plain text is bad_request and not published', async () => {
+    // An admin may publish to topics: if the shortcut published plain text, it would be stored.
+    const socket = await server.ws('/ws/notifications/alerts', { token: await server.token('oncall', 'admin') });
+    await socket.welcome();
+    const reply = await socket.next((f) => f.type === 'reply');
+    assert.equal('id' in reply, false);
+    assert.equal(reply.result.channel, 'topic:alerts');
+    assert.equal(reply.result.recovered, false);
+    assert.deepEqual(reply.result.messages, []);
+
+    const published = await server.http('POST', '/publish/topic:alerts', {
+      token: await server.token('ci', 'service'),
+      body: { data: { level: 'high' } },
+    });
+    assert.equal(published.status, 202);
+    const push = await socket.next((f) => f.type === 'message');
+    assert.deepEqual(push, { type: 'message', channel: 'topic:alerts', message: published.body });
+
+    socket.send('just some text');
+    const error = await socket.next((f) => f.type === 'error');
+    assert.equal(error.error.code, 'bad_request');
+    assert.equal(error.id, undefined);
+    const history = await socket.ok({ type: 'history', channel: 'topic:alerts' });
+    assert.deepEqual(history.messages, [published.body], 'the plain text was not stored');
+    socket.close();
+  });
+
+  test('/ws/rooms/{room} with a first-frame auth: welcome, then the subscribe reply, then pushes', async () => {
+    const socket = await server.ws('/ws/rooms/by-frame');
+    socket.send({ type: 'auth', token: await server.token('framer') });
+    await socket.welcome();
+    const reply = await socket.next((f) => f.type === 'reply');
+    assert.equal('id' in reply, false);
+    assert.equal(reply.result.channel, 'room:by-frame');
+    assert.deepEqual(
+      socket.frames.slice(0, 2).map((f) => f.type),
+      ['welcome', 'reply'],
+    );
+    const poster = await signedIn(server, 'poster');
+    const stored = await poster.ok({ type: 'publish', channel: 'room:by-frame', data: { text: 'hi' } });
+    const push = await socket.next((f) => f.type === 'message');
+    assert.deepEqual(push.message, stored);
+    socket.close();
+    poster.close();
+  });
+
+  test('/ws/rooms/{room}: any text that is not a command is published as {"text": …} for everyone', async () => {
+    const listener = await signedIn(server, 'listener');
+    await listener.ok({ type: 'subscribe', channel: 'room:plain' });
+    const socket = await server.ws('/ws/rooms/plain', { token: await server.token('typist') });
+    await socket.next((f) => f.type === 'reply');
+    // Not JSON, JSON that is not an object, an object whose type is not a string, leading space.
+    const texts = ['hello there', '42', '["a"]', '{"type": 5}', '  {"text":"not a command"}'];
+    for (const text of texts) socket.send(text);
+    await listener.next((f) => f.type === 'message' && f.message.offset === texts.length, 5000, 'every text');
+    const received = listener.messages('room:plain');
+    assert.deepEqual(
+      received.map((m) => m.data),
+      texts.map((text) => ({ text })),
+    );
+    assert.ok(received.every((m) => m.from === 'typist'));
+    const history = await listener.ok({ type: 'history', channel: 'room:plain' });
+    assert.deepEqual(history.messages, received);
+    listener.close();
     socket.close();
   });
 
