@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as ws from 'ws';
-import { CorkBatch, Outbound, textFrame } from '../src/realtime/outbound.ts';
+import { CorkBatch, Outbound, PING_FRAME, textFrame, textFrameOf } from '../src/realtime/outbound.ts';
 
 // ws's own framer, the reference for ours (not in its published types).
 const { Sender } = ws as unknown as {
@@ -16,6 +16,24 @@ test('textFrame is byte for byte what ws frames, at every length class', () => {
     );
     assert.ok(textFrame(payload).equals(reference), `length ${length}`);
   }
+});
+
+test('textFrameOf frames a string as textFrame frames its UTF-8, at every length class', () => {
+  for (const length of [0, 1, 125, 126, 127, 1000, 65535, 65536, 70000]) {
+    // Multi-byte characters: the header carries the byte length, not the string length.
+    const text = 'é'.repeat(Math.floor(length / 2)) + 'a'.repeat(length % 2);
+    const reference = Buffer.concat(
+      Sender.frame(Buffer.from(text), { fin: true, opcode: 1, mask: false, readOnly: false, rsv1: false }),
+    );
+    assert.ok(textFrameOf(text).equals(reference), `length ${length}`);
+  }
+});
+
+test('PING_FRAME is the ping ws sends without a payload', () => {
+  const reference = Buffer.concat(
+    Sender.frame(Buffer.alloc(0), { fin: true, opcode: 0x9, mask: false, readOnly: false, rsv1: false }),
+  );
+  assert.ok(PING_FRAME.equals(reference));
 });
 
 test('an Outbound frames its payload once, however many sockets take it', () => {

@@ -17,7 +17,20 @@ export class Outbound {
 
 /** An unmasked, final, uncompressed text frame (RFC 6455 §5.2). */
 export function textFrame(payload: Buffer): Buffer {
-  const length = payload.length;
+  const frame = frameWithHeader(payload.length);
+  payload.copy(frame, frame.length - payload.length);
+  return frame;
+}
+
+/** `textFrame` of a string's UTF-8, encoded straight into the frame (one allocation, one copy). */
+export function textFrameOf(text: string, length = Buffer.byteLength(text)): Buffer {
+  const frame = frameWithHeader(length);
+  frame.write(text, frame.length - length);
+  return frame;
+}
+
+/** A frame of `length` payload bytes, its header written and its payload left to fill. */
+function frameWithHeader(length: number): Buffer {
   const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10;
   const frame = Buffer.allocUnsafe(headerLength + length);
   frame[0] = 0x81; // FIN, opcode 1 (text)
@@ -31,9 +44,11 @@ export function textFrame(payload: Buffer): Buffer {
     frame.writeUInt32BE(Math.floor(length / 2 ** 32), 2);
     frame.writeUInt32BE(length >>> 0, 6);
   }
-  payload.copy(frame, headerLength);
   return frame;
 }
+
+/** A ping with no payload, as a server sends it (unmasked). */
+export const PING_FRAME: Buffer = Buffer.from([0x89, 0x00]);
 
 /** Something holding a corked socket, uncorked at the end of the turn. */
 export interface Corkable {
