@@ -10,7 +10,7 @@ import { CloseCode } from './close-codes.ts';
 import { errorText, replyText } from './frames.ts';
 import type { Gateway } from './gateway.ts';
 import type { Subscriber } from './hub.ts';
-import type { Outbound } from './outbound.ts';
+import { type Outbound, PING_FRAME, textFrame, textFrameOf } from './outbound.ts';
 import { type Command, type CommandOf, looksLikeCommand, parseClientFrame } from './protocol.ts';
 
 export type Route = { kind: 'ws' } | { kind: 'room' | 'notifications'; channel: string };
@@ -69,7 +69,8 @@ export class Connection implements Subscriber {
   private early: Array<{ data: RawData; isBinary: boolean }> | undefined;
   /** Active subscriptions, and channels whose subscribe is in flight. */
   private readonly subscriptions = new Map<string, ChannelName>();
-  private readonly subscribing = new Set<string>();
+  /** Made by the first subscribe: an idle connection is a few hundred bytes lighter without it. */
+  private subscribing: Set<string> | undefined;
   /**
    * Commands run one after another in the order received, so a client sees
    * the effect of each before the next. A publish counts as done once its
@@ -86,8 +87,11 @@ export class Connection implements Subscriber {
   private tokens: number;
   private lastRefill = Date.now();
   private violations = 0;
-  private readonly log: Logger;
+  /** Made on first use: most connections never log past their open and close lines. */
+  private childLog: Logger | undefined;
   private readonly ip: string | undefined;
+  /** Verified once at start, then dropped: a JWT is a few hundred bytes per connection. */
+  private upgradeToken: string | undefined;
 
   constructor(
     private readonly ws: WebSocket,
@@ -95,10 +99,10 @@ export class Connection implements Subscriber {
     private readonly gateway: Gateway,
     private readonly route: Route,
     request: IncomingMessage,
-    private readonly upgradeToken: string | undefined,
+    upgradeToken: string | undefined,
   ) {
     this.ip = request.socket.remoteAddress;
-    this.log = ctx.log.child({ connectionId: this.id });
+    this.upgradeToken = upgradeToken;
     this.tokens = ctx.config.rateLimitBurst;
     const internals = ws as unknown as { _socket: RawSocket; _sender: { _state: number } };
     this.socket = internals._socket;
@@ -108,6 +112,11 @@ export class Connection implements Subscriber {
 
   get user(): string {
     return this.principal?.user ?? '';
+  }
+
+  private get log(): Logger {
+    this.childLog ??= this.ctx.log.child({ connectionId: this.id });
+    return this.childLog;
   }
 
   get subscriptionCount(): number {
@@ -121,9 +130,11 @@ export class Connection implements Subscriber {
     });
     this.ws.on('close', (code) => this.onClose(code));
     this.ws.on('error', (error) => this.onSocketError(error));
-    if (this.upgradeToken !== undefined) {
+    const token = this.upgradeToken;
+    if (token !== undefined) {
+      this.upgradeToken = undefined;
       this.early = [];
-      void this.authenticate(this.upgradeToken);
+      void this.authenticate(token);
     } else {
       this.authTimer = setTimeout(() => {
         if (this.state !== 'authenticating') return;
@@ -151,21 +162,28 @@ export class Connection implements Subscriber {
     const stats = this.ctx.metrics.stats;
     stats.framesOut++;
     stats.bytesOut += frame.payload.length;
-    if (this.rawWrites && ws.readyState === OPEN && this.sender._state === SENDER_IDLE) {
-      if (!this.corked) {
-        this.corked = true;
-        this.socket.cork();
-        this.gateway.corks.add(this);
-      }
-      this.socket.write(frame.wire);
-    } else {
-      ws.send(frame.payload, TEXT_FRAME);
-    }
+    if (this.canWriteRaw()) this.writeRaw(frame.wire);
+    else ws.send(frame.payload, TEXT_FRAME);
   }
 
   uncork(): void {
     this.corked = false;
     this.socket.uncork();
+  }
+
+  /** True when a pre-framed write goes out in order with what `ws` itself sent (nothing of its own queued). */
+  private canWriteRaw(): boolean {
+    return this.rawWrites && this.ws.readyState === OPEN && this.sender._state === SENDER_IDLE;
+  }
+
+  /** A complete frame, corked until the end of the turn with everything else this socket gets in it. */
+  private writeRaw(wire: Buffer): void {
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      this.gateway.corks.add(this);
+    }
+    this.socket.write(wire);
   }
 
   send(frame: Buffer | string): void {
@@ -175,10 +193,13 @@ export class Connection implements Subscriber {
       return;
     }
     const stats = this.ctx.metrics.stats;
-    stats.framesOut++;
     // Bytes on the wire: a string's length counts UTF-16 units.
-    stats.bytesOut += typeof frame === 'string' ? Buffer.byteLength(frame) : frame.length;
-    this.ws.send(frame, TEXT_FRAME);
+    const bytes = typeof frame === 'string' ? Buffer.byteLength(frame) : frame.length;
+    stats.framesOut++;
+    stats.bytesOut += bytes;
+    // Replies take the pushes' path, so the replies to a committed batch of publishes leave in one write.
+    if (this.canWriteRaw()) this.writeRaw(typeof frame === 'string' ? textFrameOf(frame, bytes) : textFrame(frame));
+    else this.ws.send(frame, TEXT_FRAME);
   }
 
   // ── lifecycle ───────────────────────────────────────────────────────────
@@ -206,7 +227,11 @@ export class Connection implements Subscriber {
     this.admittedUser = principal.user;
     this.principal = principal;
     this.state = 'open';
-    this.log.info({ user: principal.user, ip: this.ip, route: this.route.kind }, 'connection open');
+    // The open and close lines name the connection themselves: no child logger for every socket.
+    this.ctx.log.info(
+      { connectionId: this.id, user: principal.user, ip: this.ip, route: this.route.kind },
+      'connection open',
+    );
     this.send(
       JSON.stringify({
         type: 'welcome',
@@ -257,7 +282,10 @@ export class Connection implements Subscriber {
     this.gateway.forget(this, this.admittedUser);
     this.admittedUser = undefined;
     // Also for sockets that never authenticated (4002, 1008, 1013 per user): user null.
-    this.log.info({ user: this.principal?.user ?? null, code, ip: this.ip }, 'connection closed');
+    this.ctx.log.info(
+      { connectionId: this.id, user: this.principal?.user ?? null, code, ip: this.ip },
+      'connection closed',
+    );
     for (const name of this.subscriptions.values()) {
       this.ctx.channels.unsubscribe(name, this).catch((error) => {
         this.log.warn({ err: error, channel: name.channel }, 'cleanup on close failed');
@@ -299,7 +327,9 @@ export class Connection implements Subscriber {
       return;
     }
     this.missedPongs++;
-    this.ws.ping();
+    // The same two bytes for every socket, corked with whatever else it gets this turn.
+    if (this.canWriteRaw()) this.writeRaw(PING_FRAME);
+    else this.ws.ping();
   }
 
   checkExpiry(now: number): void {
@@ -446,13 +476,15 @@ export class Connection implements Subscriber {
     since: { offset: number; epoch: string } | undefined,
   ): Promise<{ json: string; activate: () => Promise<void> } | undefined> {
     const principal = this.principal as Principal;
-    if (this.subscriptions.has(channel) || this.subscribing.has(channel)) {
+    const subscribing = this.subscribing ?? new Set<string>();
+    if (this.subscriptions.has(channel) || subscribing.has(channel)) {
       throw new ParleyError('conflict', `already subscribed to ${channel}`);
     }
-    if (this.subscriptions.size + this.subscribing.size >= this.ctx.config.maxSubscriptions) {
+    if (this.subscriptions.size + subscribing.size >= this.ctx.config.maxSubscriptions) {
       throw new ParleyError('rate_limited', `at most ${this.ctx.config.maxSubscriptions} subscriptions per connection`);
     }
-    this.subscribing.add(channel);
+    this.subscribing = subscribing;
+    subscribing.add(channel);
     try {
       const name = await this.ctx.channels.authorize(principal, channel, 'subscribe');
       const result = await this.ctx.channels.subscribe(name, this, since);
@@ -467,7 +499,8 @@ export class Connection implements Subscriber {
         activate: () => this.ctx.channels.activate(name, this, result.offset),
       };
     } finally {
-      this.subscribing.delete(channel);
+      subscribing.delete(channel);
+      if (subscribing.size === 0) this.subscribing = undefined;
     }
   }
 

@@ -5,6 +5,7 @@ import type { AppContext } from '../app.ts';
 import { tokenOf } from '../auth/http-auth.ts';
 import { CloseCode } from './close-codes.ts';
 import { Connection, type Route } from './connection.ts';
+import { Heartbeats } from './heartbeat.ts';
 import { CorkBatch } from './outbound.ts';
 
 /** How often token expiry is checked, for every connection at once. */
@@ -43,6 +44,15 @@ function parseRoute(url: string): Route | undefined {
   };
 }
 
+/**
+ * The upgrading socket's error handler. A module function, not a closure: a
+ * closure made in `upgrade` would share its scope, and so keep the
+ * IncomingMessage and its headers alive for the socket's whole life.
+ */
+function destroyOnError(this: Duplex): void {
+  this.destroy();
+}
+
 function refuse(socket: Duplex, status: number, code: string, message: string): void {
   const body = JSON.stringify({ error: { code, message } });
   socket.end(
@@ -61,7 +71,8 @@ export class Gateway {
   /** One per instance: every socket written to in a turn is uncorked once at its end. */
   readonly corks = new CorkBatch();
   private readonly perUser = new Map<string, number>();
-  private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** One timer for all connections, each pinged once per HEARTBEAT_MS in a slice of its own. */
+  private readonly heartbeats: Heartbeats<Connection>;
   private expiryTimer: NodeJS.Timeout | undefined;
   private closing = false;
   /** Wakes a shutdown pause when the last connection is gone. */
@@ -69,6 +80,7 @@ export class Gateway {
 
   constructor(private readonly ctx: AppContext) {
     const { config } = ctx;
+    this.heartbeats = new Heartbeats(config.heartbeatMs);
     this.wss = new WebSocketServer({
       noServer: true,
       clientTracking: false,
@@ -91,14 +103,13 @@ export class Gateway {
     server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) =>
       this.upgrade(request, socket, head),
     );
-    this.heartbeatTimer = setInterval(() => this.heartbeat(), this.ctx.config.heartbeatMs);
-    this.heartbeatTimer.unref();
+    this.heartbeats.start();
     this.expiryTimer = setInterval(() => this.sweepExpired(), EXPIRY_SWEEP_MS);
     this.expiryTimer.unref();
   }
 
   private upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroyOnError);
     const route = parseRoute(request.url ?? '/');
     if (!route) {
       refuse(socket, 404, 'not_found', 'no WebSocket endpoint here: use /ws');
@@ -146,6 +157,7 @@ export class Gateway {
       }
       const connection = new Connection(ws, this.ctx, this, route, request, token);
       this.connections.add(connection);
+      this.heartbeats.add(connection);
       connection.start();
     });
   }
@@ -161,6 +173,7 @@ export class Gateway {
   /** Called by a connection when its socket closed. */
   forget(connection: Connection, admittedUser: string | undefined): void {
     this.connections.delete(connection);
+    this.heartbeats.delete(connection);
     if (this.connections.size === 0) this.emptied?.();
     if (admittedUser === undefined) return;
     const count = (this.perUser.get(admittedUser) ?? 1) - 1;
@@ -193,10 +206,6 @@ export class Gateway {
     return false;
   }
 
-  private heartbeat(): void {
-    for (const connection of this.connections) connection.heartbeat();
-  }
-
   private sweepExpired(): void {
     const now = Date.now();
     for (const connection of this.connections) connection.checkExpiry(now);
@@ -214,7 +223,7 @@ export class Gateway {
    */
   async close(drainMs = this.ctx.config.shutdownDrainMs): Promise<void> {
     this.closing = true;
-    clearInterval(this.heartbeatTimer);
+    this.heartbeats.stop();
     clearInterval(this.expiryTimer);
     const lead = Math.min(READY_LEAD_MS, drainMs / 4);
     const spread = drainMs - lead;
