@@ -78,4 +78,22 @@ describe('dm.started on the first message of a DM', () => {
       [['zoe', { event: 'dm.started', channel: 'dm:amy:zoe', from: 'zoe' }]],
     );
   });
+
+  test('a conversation a back end opens is announced to both members', async () => {
+    const ops = await server.token('ops', 'service');
+    const members = ['kim', 'lee'];
+    const sockets = await Promise.all(
+      members.map(async (user) => server.ws('/ws', { token: await server.token(user) })),
+    );
+    for (const [i, user] of members.entries()) await sockets[i]?.ok({ type: 'subscribe', channel: `user:${user}` });
+    const opened = await server.http('POST', '/publish/dm:kim:lee', {
+      token: ops,
+      body: { data: { text: 'welcome' } },
+    });
+    assert.equal(opened.status, 202, opened.text);
+    for (const [i, user] of members.entries()) {
+      const notice = await sockets[i]?.next((f) => f.type === 'message' && f.channel === `user:${user}`, 5000, user);
+      assert.deepEqual(notice.message.data, { event: 'dm.started', channel: 'dm:kim:lee', from: 'ops' });
+    }
+  });
 });

@@ -225,17 +225,20 @@ export class ChannelService {
    * A conversation's first message: its recipient has no way to know the
    * channel exists (nobody lists a user's DMs), so they are told on their own
    * user channel, stored like any `user:` message so a client that was away
-   * finds it in history. The sender's reply does not wait for it.
+   * finds it in history. The sender's reply does not wait for it. Every
+   * member but the sender is told: both of them when a back end (the server
+   * API, an admin or service token) opens the conversation.
    */
   private announceDm(name: ChannelName, from: string): void {
-    const recipient = name.members?.find((member) => member !== from);
-    if (recipient === undefined) return;
     const notice = { event: 'dm.started', channel: name.channel, from };
-    Promise.resolve()
-      .then(() => this.publish(parseChannel(`user:${recipient}`), from, notice))
-      .catch((error) => {
-        this.dmNoticeWarnings.warn(this.log, { err: error, channel: name.channel }, 'dm.started notification failed');
-      });
+    for (const recipient of name.members ?? []) {
+      if (recipient === from) continue;
+      Promise.resolve()
+        .then(() => this.publish(parseChannel(`user:${recipient}`), from, notice))
+        .catch((error) => {
+          this.dmNoticeWarnings.warn(this.log, { err: error, channel: name.channel }, 'dm.started notification failed');
+        });
+    }
   }
 
   /**
