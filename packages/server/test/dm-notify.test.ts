@@ -92,7 +92,9 @@ describe('dm.started on the first message of a DM', () => {
     });
     assert.equal(opened.status, 202, opened.text);
     for (const [i, user] of members.entries()) {
-      const notice = await sockets[i]?.next((f) => f.type === 'message' && f.channel === `user:${user}`, 5000, user);
+      const socket = sockets[i];
+      assert.ok(socket);
+      const notice = await socket.next((f) => f.type === 'message' && f.channel === `user:${user}`, 5000, user);
       assert.deepEqual(notice.message.data, { event: 'dm.started', channel: 'dm:kim:lee', from: 'ops' });
     }
   });
