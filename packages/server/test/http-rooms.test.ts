@@ -89,6 +89,47 @@ describe('HTTP rooms', () => {
     assert.deepEqual(allowed.body, { messages: [], hasMore: false });
   });
 
+  test('members added to a private room are told on their user channel (room.added), once', async () => {
+    const dave = await server.token('dave');
+    const erin = await server.token('erin');
+    const daveSocket = await server.ws('/ws', { token: dave });
+    const erinSocket = await server.ws('/ws', { token: erin });
+    await daveSocket.ok({ type: 'subscribe', channel: 'user:dave' });
+    await erinSocket.ok({ type: 'subscribe', channel: 'user:erin' });
+    const created = await server.http('POST', '/rooms', {
+      token: alice,
+      body: { name: 'war-room', private: true, members: ['dave'] },
+    });
+    assert.equal(created.status, 201);
+    const toDave = await daveSocket.next((f) => f.type === 'message' && f.channel === 'user:dave', 5000, 'dave');
+    assert.deepEqual(toDave.message.data, { event: 'room.added', room: 'war-room', by: 'alice' });
+    assert.equal(toDave.message.from, 'alice');
+    for (let i = 0; i < 2; i++) {
+      const added = await server.http('POST', '/rooms/war-room/members', { token: alice, body: { username: 'erin' } });
+      assert.equal(added.status, 200);
+    }
+    const toErin = await erinSocket.next((f) => f.type === 'message' && f.channel === 'user:erin', 5000, 'erin');
+    assert.deepEqual(toErin.message.data, { event: 'room.added', room: 'war-room', by: 'alice' });
+    // A marker after the second add: had it sent a notice too, that would come first.
+    const ops = await server.token('ops', 'service');
+    await server.http('POST', '/publish/user:erin', { token: ops, body: { data: 'marker' } });
+    await erinSocket.next((f) => f.type === 'message' && f.message.data === 'marker', 5000, 'marker');
+    assert.deepEqual(
+      erinSocket.messages('user:erin').map((m) => m.data),
+      [{ event: 'room.added', room: 'war-room', by: 'alice' }, 'marker'],
+    );
+    // The creator is not told about their own room.
+    const own = await server.http('GET', '/rooms/war-room/messages', { token: alice });
+    assert.equal(own.status, 200);
+    const aliceSocket = await server.ws('/ws', { token: alice });
+    const history = await aliceSocket.ok({ type: 'history', channel: 'user:alice' });
+    assert.deepEqual(
+      history.messages.filter((m: { data: { event?: string } }) => m.data?.event === 'room.added'),
+      [],
+    );
+    for (const socket of [daveSocket, erinSocket, aliceSocket]) socket.close(1000);
+  });
+
   test('GET /rooms lists public rooms to everyone, by name', async () => {
     await server.http('POST', '/rooms', { token: bob, body: { name: 'zz-last' } });
     const response = await server.http('GET', '/rooms', { token: carol });

@@ -10,6 +10,7 @@ import {
   NAME,
   parseRoute,
   type Route,
+  roomAddedTo,
   routeHash,
   type Task,
   type TaskEvent,
@@ -349,6 +350,8 @@ export class App {
     if (channel === `user:${this.me}`) {
       this.addNotifications([message], true);
       this.discoverDms([message], true);
+      // Added to a private room: list it now, not at the next focus or reload.
+      if (roomAddedTo(message, this.me) !== undefined) void this.refreshRooms(true);
       return;
     }
     const state = this.state(channel);

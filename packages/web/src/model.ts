@@ -62,6 +62,17 @@ export function dmStartedBy(message: ChatMessage, me: string): string | undefine
 }
 
 /**
+ * The room of a `room.added` notification on `user:<me>` (the server sends
+ * one when someone adds this user to a private room), or undefined.
+ */
+export function roomAddedTo(message: ChatMessage, me: string): string | undefined {
+  if (message.channel !== `user:${me}`) return undefined;
+  const data = message.data as { event?: unknown; room?: unknown } | null;
+  if (data === null || typeof data !== 'object' || data.event !== 'room.added') return undefined;
+  return typeof data.room === 'string' && NAME.test(data.room) ? data.room : undefined;
+}
+
+/**
  * One idempotency key per draft. A send that failed (a timeout, above all)
  * may have been stored all the same; when the user sends the same text
  * again it goes with the same key, so the server stores it once. Editing
@@ -133,6 +144,8 @@ export function describeNotification(message: ChatMessage, me: string): string {
   }
   const partner = dmStartedBy(message, me);
   if (partner !== undefined) return `${partner} sent you a direct message`;
+  const added = roomAddedTo(message, me);
+  if (added !== undefined) return `${message.from} added you to #${added}`;
   const data = message.data as { title?: unknown; body?: unknown } | null;
   if (data && typeof data === 'object' && typeof data.title === 'string') {
     return typeof data.body === 'string' ? `${data.title}: ${data.body}` : data.title;

@@ -11,6 +11,7 @@ import {
   mergeMessages,
   messageText,
   parseRoute,
+  roomAddedTo,
   routeHash,
   startsGroup,
   type Task,
@@ -208,6 +209,24 @@ describe('DMs started by others', () => {
     assert.equal(dmStartedBy(notice({ event: 'dm.started' }), 'bob'), undefined);
     assert.equal(dmStartedBy(notice('dm.started'), 'bob'), undefined);
     assert.equal(dmStartedBy(notice(null), 'bob'), undefined);
+  });
+});
+
+describe('added to a private room', () => {
+  const notice = (data: unknown, channel = 'user:bob') => message(1, { channel, from: 'alice', data });
+
+  test('a room.added on user:<me> names the room, and reads as a sentence in the panel', () => {
+    const added = notice({ event: 'room.added', room: 'launch-plans', by: 'alice' });
+    assert.equal(roomAddedTo(added, 'bob'), 'launch-plans');
+    assert.equal(describeNotification(added, 'bob'), 'alice added you to #launch-plans');
+  });
+
+  test('anything else is not one: another user channel, a bad room name, other events', () => {
+    assert.equal(roomAddedTo(notice({ event: 'room.added', room: 'x' }, 'user:carol'), 'bob'), undefined);
+    assert.equal(roomAddedTo(notice({ event: 'room.added', room: 'not a name' }), 'bob'), undefined);
+    assert.equal(roomAddedTo(notice({ event: 'room.added' }), 'bob'), undefined);
+    assert.equal(roomAddedTo(notice({ event: 'dm.started', room: 'x' }), 'bob'), undefined);
+    assert.equal(roomAddedTo(notice(null), 'bob'), undefined);
   });
 });
 

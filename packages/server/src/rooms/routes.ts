@@ -3,10 +3,25 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../app.ts';
 import { principalOf, requireUser } from '../auth/http-auth.ts';
+import { parseChannel } from '../channels/names.ts';
 import { badRequest } from '../errors.ts';
 import { DATA_TOO_DEEP, MAX_DATA_DEPTH, nestsDeeperThan } from '../json-depth.ts';
 import { BEARER, errors, HistoryPage, HistoryQuery, Message, NamePattern, PublishBody, Username } from '../schemas.ts';
 import { toView } from './rooms-service.ts';
+
+/**
+ * Tells each user added to a private room, on their own user channel, so a
+ * client lists the room without polling: `{"event":"room.added","room":…}`.
+ * Stored like any `user:` message; the request does not wait for it.
+ */
+function announceMembers(ctx: AppContext, room: string, members: Iterable<string>, by: string): void {
+  for (const member of members) {
+    if (member === by) continue;
+    ctx.channels
+      .publish(parseChannel(`user:${member}`), by, { event: 'room.added', room, by })
+      .catch((error) => ctx.log.warn({ err: error, room, member }, 'room.added notification failed'));
+  }
+}
 
 const RoomView = Type.Object(
   {
@@ -64,7 +79,9 @@ export function registerRoomRoutes(fastify: FastifyInstance, ctx: AppContext): v
       },
     },
     async (request, reply) => {
-      const room = await ctx.rooms.create(request.body, principalOf(request).user);
+      const creator = principalOf(request).user;
+      const room = await ctx.rooms.create(request.body, creator);
+      if (room.private) announceMembers(ctx, room.name, room.members, creator);
       return reply.code(201).send(toView(room));
     },
   );
@@ -83,7 +100,12 @@ export function registerRoomRoutes(fastify: FastifyInstance, ctx: AppContext): v
       },
     },
     async (request) => {
-      const room = await ctx.rooms.addMember(request.params.room, request.body.username, principalOf(request).user);
+      const actor = principalOf(request).user;
+      const { username } = request.body;
+      const before = await ctx.rooms.get(request.params.room);
+      const room = await ctx.rooms.addMember(request.params.room, username, actor);
+      // Adding someone twice is a no-op, and says nothing the second time.
+      if (!before?.members.has(username)) announceMembers(ctx, room.name, [username], actor);
       return toView(room);
     },
   );
