@@ -350,8 +350,14 @@ export class App {
     if (channel === `user:${this.me}`) {
       this.addNotifications([message], true);
       this.discoverDms([message], true);
-      // Added to a private room: list it now, not at the next focus or reload.
-      if (roomAddedTo(message, this.me) !== undefined) void this.refreshRooms(true);
+      // Added to a private room: list it now, not at the next focus or reload; and if it is the
+      // room on screen (refused until now), open it.
+      const added = roomAddedTo(message, this.me);
+      if (added !== undefined) {
+        void this.refreshRooms(true).then(() => {
+          if (this.route.view === 'room' && this.route.room === added) this.onRoute();
+        });
+      }
       return;
     }
     const state = this.state(channel);

@@ -536,11 +536,10 @@ describe('web client in a browser', { skip: missing }, () => {
     await alice.getByTestId('add-member-submit').click();
     await alice.getByText('Added bob').waitFor();
 
-    // The server tells bob on user:bob (room.added): the room shows up in his sidebar without a reload.
-    const link = bob.locator('[data-testid="room-link"][data-room="launch-plans"]');
-    await link.waitFor();
-    await link.click();
+    // The server tells bob on user:bob (room.added): without a reload, the room he was refused
+    // opens on his screen and shows up in his sidebar.
     await waitForTexts(bob, ['Launch is on Thursday']);
+    await bob.locator('[data-testid="room-link"][data-room="launch-plans"]').waitFor();
   });
 
   test('a request answered 401 renews the access token and goes on', async () => {
