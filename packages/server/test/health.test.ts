@@ -40,4 +40,15 @@ describe('health routes', () => {
     assert.deepEqual(notReady.required.sort(), ['checks', 'error', 'status']);
     assert.deepEqual(notReady.properties.error.required.sort(), ['code', 'message']);
   });
+
+  test('/metrics is in /openapi.json too, and still answers Prometheus text', async () => {
+    const spec = (await server.http('GET', '/openapi.json')).body;
+    const metrics = spec.paths['/metrics']?.get;
+    assert.ok(metrics, '/metrics is documented');
+    assert.deepEqual(metrics.tags, ['operations']);
+    assert.equal(metrics.security, undefined, 'open without SERVER_API_KEY');
+    const response = await server.http('GET', '/metrics');
+    assert.equal(response.status, 200);
+    assert.match(response.text, /^# HELP parley_/m);
+  });
 });

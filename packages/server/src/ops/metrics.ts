@@ -169,7 +169,12 @@ export class Metrics {
 /** GET /metrics: Prometheus text; behind X-API-Key when SERVER_API_KEY is set. */
 export function registerMetricsRoute(app: FastifyInstance, ctx: AppContext): void {
   const key = ctx.config.serverApiKey ? Buffer.from(ctx.config.serverApiKey) : undefined;
-  app.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
+  const schema = {
+    tags: ['operations'],
+    summary: 'Prometheus metrics of this instance (text exposition format); X-API-Key when SERVER_API_KEY is set',
+    ...(key ? { security: [{ apiKey: [] }] } : {}),
+  };
+  app.get('/metrics', { schema }, async (request, reply) => {
     if (key) {
       const given = request.headers['x-api-key'];
       const presented = Buffer.from(typeof given === 'string' ? given : '');
