@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { encodeMessagePush, errorText, eventText, messagePushText, replyText } from '../src/realtime/frames.ts';
+import {
+  encodeMessagePush,
+  errorText,
+  eventText,
+  messageJson,
+  messagePushText,
+  replyText,
+} from '../src/realtime/frames.ts';
 import { type Command, looksLikeCommand, type ParseResult, parseClientFrame } from '../src/realtime/protocol.ts';
 import type { StoredMessage } from '../src/store/store.ts';
 
@@ -282,6 +289,15 @@ describe('frame encoders', () => {
       const bytes = encodeMessagePush(m);
       assert.ok(Buffer.isBuffer(bytes));
       same(bytes.toString('utf8'), expected);
+    }
+  });
+
+  it('messageJson is JSON.stringify of the message, given its data as JSON', () => {
+    for (const channel of awkward) {
+      for (const data of [{ text: 'hi' }, null, 0, -1.5e-7, 'a "quoted"\nline', [1, [2, { x: '🎉\u2028' }]], {}]) {
+        const m = { ...message(channel), from: 'al"ice\\', epoch: 'e\u0001', data };
+        assert.equal(messageJson(m, JSON.stringify(data)), JSON.stringify(m));
+      }
     }
   });
 

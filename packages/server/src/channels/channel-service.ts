@@ -4,7 +4,7 @@ import type { Broker } from '../broker/broker.ts';
 import { forbidden, notFound } from '../errors.ts';
 import type { Metrics } from '../ops/metrics.ts';
 import type { PresenceEntry, PresenceStore } from '../presence/presence.ts';
-import { eventText, messagePushText } from '../realtime/frames.ts';
+import { eventText, messageJson, messagePushText } from '../realtime/frames.ts';
 import type { Hub, Subscriber } from '../realtime/hub.ts';
 import { RoomsService } from '../rooms/rooms-service.ts';
 import type { HistoryPage, MessageStore, StoredMessage } from '../store/store.ts';
@@ -194,8 +194,8 @@ export class ChannelService {
       throw error;
     }
     stopStoreTimer();
-    const { message, duplicate } = appended;
-    const json = JSON.stringify(message);
+    const { message, duplicate, dataJson } = appended;
+    const json = dataJson === undefined ? JSON.stringify(message) : messageJson(message, dataJson);
     if (!duplicate) {
       this.metrics.stats.publishes++;
       const stopBrokerTimer = this.metrics.brokerLatency.startTimer();

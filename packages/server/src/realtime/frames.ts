@@ -7,6 +7,15 @@ import type { StoredMessage } from '../store/store.ts';
  * instead of stringifying the message again per frame or per recipient.
  */
 
+/**
+ * `JSON.stringify(message)`, given the JSON of its data: the same text, key
+ * for key, but the data (most of a message) is not stringified again. The
+ * other fields are short and go through JSON.stringify themselves.
+ */
+export function messageJson(message: StoredMessage, dataJson: string): string {
+  return `{"id":${JSON.stringify(message.id)},"channel":${JSON.stringify(message.channel)},"offset":${message.offset},"epoch":${JSON.stringify(message.epoch)},"from":${JSON.stringify(message.from)},"data":${dataJson},"ts":${JSON.stringify(message.ts)}}`;
+}
+
 export function messagePushText(channel: string, messageJson: string): string {
   return `{"type":"message","channel":${JSON.stringify(channel)},"message":${messageJson}}`;
 }

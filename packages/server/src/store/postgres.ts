@@ -652,7 +652,7 @@ export class PostgresMessageStore implements MessageStore {
           data: input.data === undefined ? null : input.data,
           ts,
         };
-        results[i] = { message, duplicate: false };
+        results[i] = { message, duplicate: false, dataJson: data[row.ord] as string };
       } else {
         const stored = { seq: row.seq, id: row.id, sender: input.from, data: row.data ?? 'null', ts: row.ts ?? 0 };
         results[i] = { message: this.toMessage(input.channel, stored), duplicate: true };

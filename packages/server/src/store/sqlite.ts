@@ -182,7 +182,7 @@ export class SqliteMessageStore implements MessageStore {
       if (scopedKey !== undefined) batchKeys.set(scopedKey, message);
       const keep = (batch[i] as PendingAppend).input.retain;
       if (keep !== undefined) retain.set(channel, keep);
-      results[i] = { message, duplicate: false };
+      results[i] = { message, duplicate: false, dataJson: json };
     }
 
     for (const [channel, seq] of lastSeq) this.upsertChannel.run(channel, seq);

@@ -24,6 +24,12 @@ export interface AppendResult {
   message: StoredMessage;
   /** true when the idempotency key matched: nothing new was stored. */
   duplicate: boolean;
+  /**
+   * `JSON.stringify(message.data)`, when the store made it anyway (to store
+   * it): the caller builds the message's JSON around it (`messageJson`)
+   * instead of stringifying the data a second time.
+   */
+  dataJson?: string;
 }
 
 export interface ChannelPosition {
