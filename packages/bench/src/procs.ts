@@ -4,12 +4,11 @@
  * the /proc readings (CPU time, RSS) taken of them.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../../../deploy/local-cluster.ts';
 import type { FromLoadgen, ServerKind, ToLoadgen } from './common.ts';
 
 export const benchDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -91,17 +90,6 @@ export function rssBytes(pid: number | undefined): number {
 }
 
 // ── ports and readiness ────────────────────────────────────────────────────
-
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  await once(server, 'close');
-  if (address === null || typeof address === 'string') throw new Error('no free TCP port');
-  return address.port;
-}
 
 async function waitReady(url: string, exited: Promise<unknown>, output: string[], timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -1,19 +1,11 @@
 import { once } from 'node:events';
 import { createConnection, createServer, type Socket } from 'node:net';
 import WebSocket from 'ws';
+import { freePort } from '../../../deploy/local-cluster.ts';
 import { type ConnectionState, ParleyClient, type ParleyClientOptions, type StoredMessage } from '../src/index.ts';
 
 /** A 127.0.0.1 port nothing listens on (for a fixed server port, or a URL that refuses). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  server.close();
-  await once(server, 'close');
-  if (address === null || typeof address === 'string') throw new Error('no TCP port');
-  return address.port;
-}
+export { freePort };
 
 /**
  * The `ws` WebSocket with a hand on the wire, for fault injection: refuse new

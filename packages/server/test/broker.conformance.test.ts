@@ -5,7 +5,7 @@ import pino from 'pino';
 import type { Broker, Publication } from '../src/broker/broker.ts';
 import { MemoryBroker } from '../src/broker/memory.ts';
 import { RedisBroker } from '../src/broker/redis.ts';
-import { startServer } from './helpers.ts';
+import { startServer, waitUntil } from './helpers.ts';
 import {
   cleanupRedisPrefix,
   REDIS_TEST_URL,
@@ -80,17 +80,6 @@ async function numsub(redisChannel: string): Promise<number> {
   } finally {
     client.disconnect();
   }
-}
-
-/** Polls `check` until it holds; a bounded loop in count and time. */
-async function waitUntil(check: () => Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let round = 0; round < timeoutMs / 20 + 1; round++) {
-    if (await check()) return;
-    if (Date.now() >= deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
 const backends: BrokerBackend[] = [memory, redis];

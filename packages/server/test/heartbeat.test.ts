@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Heartbeats } from '../src/realtime/heartbeat.ts';
+import { waitUntil } from './helpers.ts';
 
 /** A member that records its pings, and the synchronous batch (timer tick) each came in. */
 class Member {
@@ -22,18 +23,6 @@ class Member {
   }
 }
 
-function until(done: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + timeoutMs;
-    const check = () => {
-      if (done()) resolve();
-      else if (Date.now() > deadline) reject(new Error(`timed out waiting for ${what}`));
-      else setTimeout(check, 5);
-    };
-    check();
-  });
-}
-
 describe('Heartbeats', () => {
   test('pings every member exactly once per interval, a slice of them per tick', async () => {
     Member.log.length = 0;
@@ -44,7 +33,7 @@ describe('Heartbeats', () => {
     assert.equal(heartbeats.size, 23);
     heartbeats.start();
     try {
-      await until(() => Member.log.length >= 3 * members.length, 'three intervals of pings');
+      await waitUntil(() => Member.log.length >= 3 * members.length, 'three intervals of pings');
     } finally {
       heartbeats.stop();
     }
@@ -67,7 +56,7 @@ describe('Heartbeats', () => {
     heartbeats.add(staying);
     heartbeats.start();
     try {
-      await until(() => Member.log.filter((entry) => entry.member === staying).length >= 3, 'three pings');
+      await waitUntil(() => Member.log.filter((entry) => entry.member === staying).length >= 3, 'three pings');
     } finally {
       heartbeats.stop();
     }

@@ -221,3 +221,23 @@ export class TestSocket {
     this.ws.terminate();
   }
 }
+
+/**
+ * Polls `check` every `intervalMs` until it holds, for conditions no event
+ * announces (a log line, a Redis count, readiness); bounded in count and time.
+ */
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 10_000,
+  intervalMs = 20,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const maxRounds = Math.ceil(timeoutMs / intervalMs) + 1;
+  for (let round = 0; round < maxRounds; round++) {
+    if (await check()) return;
+    if (Date.now() >= deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}

@@ -1,24 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Broker, Delivery, Publication, PublicationHandler } from '../src/broker/broker.ts';
-import { startServer, type TestServer, type TestSocket } from './helpers.ts';
+import { startServer, type TestServer, type TestSocket, waitUntil } from './helpers.ts';
 import { createTestDatabase, postgresSkipReason, type TestDatabase } from './support/postgres.ts';
 import { cleanupRedisPrefix, REDIS_TEST_URL, redisSkipReason, uniqueRedisPrefix } from './support/redis.ts';
 import { startTcpProxy, type TcpProxy, throughProxy } from './support/tcp-proxy.ts';
 
 const postgresSkip = await postgresSkipReason();
 const redisSkip = await redisSkipReason();
-
-/** Polls `check` until it holds; a bounded loop in count and time. */
-async function eventually(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let round = 0; round < timeoutMs / 20 + 1; round++) {
-    if (await check()) return;
-    if (Date.now() >= deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, k) => from + k);
 
@@ -35,24 +24,66 @@ function random(seed: number): () => number {
 }
 
 /**
+ * A real broker with a hand on what it delivers: every publication the inner
+ * broker hands up goes through `intercept`, which emits it (now, later, twice)
+ * or not at all. Everything else is the inner broker's.
+ */
+abstract class InterceptingBroker implements Broker {
+  abstract readonly name: string;
+  abstract readonly delivery: Delivery;
+  private readonly handlers: PublicationHandler[] = [];
+
+  constructor(protected readonly inner: Broker) {
+    inner.onPublication((publication) => this.intercept(publication));
+  }
+
+  protected abstract intercept(publication: Publication): void;
+
+  protected emit(publication: Publication): void {
+    for (const handler of this.handlers) handler(publication);
+  }
+
+  onPublication(handler: PublicationHandler): void {
+    this.handlers.push(handler);
+  }
+  onReconnect(handler: () => void): void {
+    this.inner.onReconnect(handler);
+  }
+  publish(publication: Publication): Promise<void> {
+    return this.inner.publish(publication);
+  }
+  subscribe(channel: string): Promise<void> {
+    return this.inner.subscribe(channel);
+  }
+  unsubscribe(channel: string): Promise<void> {
+    return this.inner.unsubscribe(channel);
+  }
+  isReady(): boolean {
+    return this.inner.isReady();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/**
  * A broker that loses, delays (so reorders) and duplicates stored-message
  * publications, as Redis pub/sub may over a bad network. Ephemeral events pass.
  */
-class FaultyBroker implements Broker {
+class FaultyBroker extends InterceptingBroker {
   readonly name = 'faulty';
   readonly delivery = 'at-most-once' as const;
   readonly counts = { dropped: 0, delayed: 0, duplicated: 0 };
-  private readonly handlers: PublicationHandler[] = [];
   protected readonly pending = new Set<NodeJS.Timeout>();
 
   constructor(
-    private readonly inner: Broker,
+    inner: Broker,
     private readonly rand: () => number,
   ) {
-    inner.onPublication((publication) => this.deliver(publication));
+    super(inner);
   }
 
-  private deliver(publication: Publication): void {
+  protected intercept(publication: Publication): void {
     if (publication.offset === 0) {
       this.emit(publication);
       return;
@@ -85,29 +116,7 @@ class FaultyBroker implements Broker {
     }
   }
 
-  protected emit(publication: Publication): void {
-    for (const handler of this.handlers) handler(publication);
-  }
-
-  onPublication(handler: PublicationHandler): void {
-    this.handlers.push(handler);
-  }
-  onReconnect(handler: () => void): void {
-    this.inner.onReconnect(handler);
-  }
-  publish(publication: Publication): Promise<void> {
-    return this.inner.publish(publication);
-  }
-  subscribe(channel: string): Promise<void> {
-    return this.inner.subscribe(channel);
-  }
-  unsubscribe(channel: string): Promise<void> {
-    return this.inner.unsubscribe(channel);
-  }
-  isReady(): boolean {
-    return this.inner.isReady();
-  }
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     for (const timer of this.pending) clearTimeout(timer);
     await this.inner.close();
   }
@@ -225,20 +234,17 @@ test('subscribing while the broker lags the store: the reply and later pushes ne
  * runs no periodic position check: a gap is found only when a later
  * publication arrives, exactly when the test lets it.
  */
-class GatedBroker implements Broker {
+class GatedBroker extends InterceptingBroker {
   readonly name = 'gated';
   readonly delivery: Delivery = 'reliable';
   readonly drop = new Set<number>();
   readonly hold = new Set<number>();
   private readonly held: Publication[] = [];
-  private readonly handlers: PublicationHandler[] = [];
 
-  constructor(private readonly inner: Broker) {
-    inner.onPublication((publication) => {
-      if (this.drop.has(publication.offset)) return;
-      if (this.hold.has(publication.offset)) this.held.push(publication);
-      else this.emit(publication);
-    });
+  protected intercept(publication: Publication): void {
+    if (this.drop.has(publication.offset)) return;
+    if (this.hold.has(publication.offset)) this.held.push(publication);
+    else this.emit(publication);
   }
 
   heldOffsets(): number[] {
@@ -247,32 +253,6 @@ class GatedBroker implements Broker {
 
   release(): void {
     for (const publication of this.held.splice(0)) this.emit(publication);
-  }
-
-  private emit(publication: Publication): void {
-    for (const handler of this.handlers) handler(publication);
-  }
-
-  onPublication(handler: PublicationHandler): void {
-    this.handlers.push(handler);
-  }
-  onReconnect(handler: () => void): void {
-    this.inner.onReconnect(handler);
-  }
-  publish(publication: Publication): Promise<void> {
-    return this.inner.publish(publication);
-  }
-  subscribe(channel: string): Promise<void> {
-    return this.inner.subscribe(channel);
-  }
-  unsubscribe(channel: string): Promise<void> {
-    return this.inner.unsubscribe(channel);
-  }
-  isReady(): boolean {
-    return this.inner.isReady();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
 
@@ -338,7 +318,7 @@ describe('a gap found while the store cannot be read', { skip: postgresSkip }, (
       // The store goes away; then 7 arrives and reveals the gap at 6, which cannot be read now.
       proxy.cut();
       broker.release();
-      await eventually('the fill of the gap to fail', () => logged('could not fill an offset gap from the store'));
+      await waitUntil(() => logged('could not fill an offset gap from the store'), 'the fill of the gap to fail');
       for (const reader of readers) {
         assert.deepEqual(received(reader), range(1, 5), 'nothing past the gap is delivered while it is open');
       }

@@ -7,7 +7,7 @@ import type { Publication } from '../src/broker/broker.ts';
 import { decodePublication, encodePublication, RedisBroker } from '../src/broker/redis.ts';
 import { ParleyError } from '../src/errors.ts';
 import { RedisPresenceStore } from '../src/presence/redis.ts';
-import { type Frame, startServer, type TestServer, type TestSocket } from './helpers.ts';
+import { type Frame, startServer, type TestServer, type TestSocket, waitUntil } from './helpers.ts';
 import { createTestDatabase, postgresSkipReason, type TestDatabase } from './support/postgres.ts';
 import {
   type RedisServer,
@@ -27,23 +27,6 @@ import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
 const silent = pino({ level: 'silent' });
 const uniqueChannel = (label: string) => `room:${label}-${randomUUID().slice(0, 8)}`;
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Polls `check` until it holds; a bounded loop in count and time. */
-async function waitUntil(
-  check: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 10_000,
-  intervalMs = 20,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  const maxRounds = Math.ceil(timeoutMs / intervalMs) + 1;
-  for (let round = 0; round < maxRounds; round++) {
-    if (await check()) return;
-    if (Date.now() >= deadline) break;
-    await delay(intervalMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
 
 interface LogLine {
   level: number;

@@ -8,7 +8,7 @@ import { ParleyError } from '../src/errors.ts';
 import { type Database, openDatabase } from '../src/store/database.ts';
 import { CONNECT_TIMEOUT_MS, openPostgres, PostgresMessageStore, QUERY_TIMEOUT_MS } from '../src/store/postgres.ts';
 import type { AppendResult, MessageStore } from '../src/store/store.ts';
-import { type Frame, startServer, type TestServer, type TestSocket } from './helpers.ts';
+import { type Frame, startServer, type TestServer, type TestSocket, waitUntil } from './helpers.ts';
 import { createTestDatabase, postgresSkipReason, type TestDatabase } from './support/postgres.ts';
 import { startTcpProxy, type TcpProxy, throughProxy } from './support/tcp-proxy.ts';
 
@@ -36,17 +36,6 @@ function pgStore(database: Database): PostgresMessageStore {
 
 /** Yields to the event loop so the appends issued so far go out as a batch. */
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
-
-/** Polls `check` (bounded by time and attempts) until it returns true. */
-async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (let attempt = 0; attempt < 1000; attempt++) {
-    if (await check()) return;
-    if (Date.now() > deadline) break;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('PostgreSQL message store', { skip }, () => {
   let testDatabase: TestDatabase;
@@ -269,11 +258,14 @@ describe('PostgreSQL behind a failing network', { skip }, () => {
         assert.ok(Date.now() - started < failWithin, `failed within ${failWithin} ms`);
       }
       proxy.restore();
-      await eventually('the store to answer again', () =>
-        store.ping().then(
-          () => true,
-          () => false,
-        ),
+      await waitUntil(
+        () =>
+          store.ping().then(
+            () => true,
+            () => false,
+          ),
+        'the store to answer again',
+        15_000,
       );
       const next = await store.append({ channel: ch, from: 'alice', data: 2 });
       assert.equal(next.message.offset, 2, 'offsets continue with no gap');
@@ -315,7 +307,11 @@ describe('PostgreSQL behind a failing network', { skip }, () => {
       assert.equal(typeof refused.body.error.message, 'string');
 
       proxy.restore();
-      await eventually('/readyz 200', async () => (await (server as TestServer).http('GET', '/readyz')).status === 200);
+      await waitUntil(
+        async () => (await (server as TestServer).http('GET', '/readyz')).status === 200,
+        '/readyz 200',
+        15_000,
+      );
       const after = await socket.ok({ type: 'publish', channel: 'room:x', data: { text: 'after' } });
       assert.equal(after.offset, 3, 'offsets continue with no gap');
       const pushed = await socket.next(
