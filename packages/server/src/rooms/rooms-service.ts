@@ -106,7 +106,8 @@ export class RoomsService {
     return (await this.get(input.name)) as Room;
   }
 
-  async addMember(roomName: string, username: string, actor: string): Promise<Room> {
+  /** Adds `username` (the creator only may); `added` is false when they were a member already. */
+  async addMember(roomName: string, username: string, actor: string): Promise<{ room: Room; added: boolean }> {
     const room = await this.get(roomName);
     if (!room) throw notFound(`no room "${roomName}"`);
     if (room.creator !== actor) throw forbidden('only the room creator adds members');
@@ -118,7 +119,7 @@ export class RoomsService {
       .onConflict((oc) => oc.columns(['room', 'username']).doNothing())
       .execute();
     this.cache.delete(roomName);
-    return (await this.get(roomName)) as Room;
+    return { room: (await this.get(roomName)) as Room, added: !room.members.has(username) };
   }
 
   /** Public rooms and the private rooms the user belongs to, by name. */

@@ -102,10 +102,9 @@ export function registerRoomRoutes(fastify: FastifyInstance, ctx: AppContext): v
     async (request) => {
       const actor = principalOf(request).user;
       const { username } = request.body;
-      const before = await ctx.rooms.get(request.params.room);
-      const room = await ctx.rooms.addMember(request.params.room, username, actor);
+      const { room, added } = await ctx.rooms.addMember(request.params.room, username, actor);
       // Adding someone twice is a no-op, and says nothing the second time.
-      if (!before?.members.has(username)) announceMembers(ctx, room.name, [username], actor);
+      if (added) announceMembers(ctx, room.name, [username], actor);
       return toView(room);
     },
   );
