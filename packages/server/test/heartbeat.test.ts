@@ -9,6 +9,7 @@ class Member {
   static inBatch = false;
   static readonly log: Array<{ member: Member; batch: number }> = [];
   onPing: (() => void) | undefined;
+  heartbeatBucket: number | undefined;
 
   heartbeat(): void {
     if (!Member.inBatch) {

@@ -149,6 +149,18 @@ describe('connection limits', () => {
       assert.deepEqual(await again.ok({ type: 'ping' }), {}, 'a freed slot is usable');
     }));
 
+  test('MAX_CONNECTIONS: a refused socket that then sends a malformed frame does not take the server down', () =>
+    withServer({ MAX_CONNECTIONS: '1' }, async (server) => {
+      const open = await signedIn(server, 'a');
+      const refused = await RawClient.connect(server, await server.token('b'));
+      // Unmasked: ws's receiver fails on it, and emits an error on a socket that has no Connection.
+      refused.socket.write(Buffer.from([0x81, 0x02, 0x68, 0x69]));
+      const close = await refused.next((frame) => frame.opcode === 8, 'the close frame');
+      assert.equal(close.payload.readUInt16BE(0), 1013);
+      await refused.ended;
+      assert.deepEqual(await open.ok({ type: 'ping' }), {}, 'the server still serves');
+    }));
+
   test('MAX_CONNECTIONS_PER_USER: the newest above it is closed 1013, other users unaffected', () =>
     withServer({ MAX_CONNECTIONS_PER_USER: '2' }, async (server) => {
       const first = await signedIn(server, 'alice');

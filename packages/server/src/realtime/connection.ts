@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
-import type { RawData, WebSocket } from 'ws';
+import { type RawData, WebSocket } from 'ws';
 import type { AppContext } from '../app.ts';
 import { type Principal, TokenError } from '../auth/tokens.ts';
 import type { ChannelName } from '../channels/names.ts';
@@ -12,6 +11,7 @@ import type { Gateway } from './gateway.ts';
 import type { Subscriber } from './hub.ts';
 import { type Outbound, PING_FRAME, textFrame, textFrameOf } from './outbound.ts';
 import { type Command, type CommandOf, looksLikeCommand, parseClientFrame } from './protocol.ts';
+import { Subscriptions } from './subscriptions.ts';
 
 export type Route = { kind: 'ws' } | { kind: 'room' | 'notifications'; channel: string };
 
@@ -20,6 +20,8 @@ export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 /** Tolerance on `exp` for a live connection, as at verification. */
 const CLOCK_SKEW_MS = 5000;
 const EMPTY_RESULT = '{}';
+/** Where a command queue starts when nothing is in it: one settled promise for all connections. */
+const SETTLED: Promise<void> = Promise.resolve();
 /** Shared by every send: a Buffer frame still goes out as text. */
 const TEXT_FRAME = { binary: false } as const;
 const OPEN = 1;
@@ -31,6 +33,7 @@ interface RawSocket {
   cork(): void;
   uncork(): void;
   write(chunk: Buffer): boolean;
+  readonly remoteAddress?: string | undefined;
 }
 
 type State = 'authenticating' | 'open' | 'closed';
@@ -52,6 +55,42 @@ const WS_ERROR_CLOSE_CODES: Record<string, number> = {
 };
 
 /**
+ * The WebSocket class the gateway's server makes. It hands the events of its
+ * socket straight to its Connection: no listener closures for every socket
+ * (four of them, and the listener table, were a tenth of an idle
+ * connection's memory) and no EventEmitter dispatch for every frame. Other
+ * listeners, such as a shutdown waiting for 'close', still get theirs.
+ */
+export class ConnectionSocket extends WebSocket {
+  connection: Connection | undefined;
+
+  // ws emits at most two arguments: fixed parameters, not a rest array per frame.
+  override emit(event: string | symbol, a?: unknown, b?: unknown): boolean {
+    const connection = this.connection;
+    if (connection !== undefined) {
+      switch (event) {
+        case 'message':
+          connection.onFrame(a as RawData, b as boolean);
+          return true;
+        case 'pong':
+          connection.onPong();
+          return true;
+        case 'error':
+          connection.onSocketError(a as Error & { code?: string });
+          return true;
+        case 'close':
+          connection.onClose(a as number);
+          break;
+      }
+    } else if (event === 'error') {
+      // Refused before it had a Connection (1013): it is being closed already.
+      return false;
+    }
+    return super.emit(event, a, b);
+  }
+}
+
+/**
  * One WebSocket: authentication, parsing, rate limiting and dispatch of
  * commands, and the socket's subscriptions. The hub pushes to it as a
  * `Subscriber`.
@@ -67,8 +106,8 @@ export class Connection implements Subscriber {
    * verified: already counted and rate limited, at most RATE_LIMIT_BURST.
    */
   private early: Array<{ data: RawData; isBinary: boolean }> | undefined;
-  /** Active subscriptions, and channels whose subscribe is in flight. */
-  private readonly subscriptions = new Map<string, ChannelName>();
+  /** Active subscriptions, by the channel name the client gave. */
+  private readonly subscriptions = new Subscriptions();
   /** Made by the first subscribe: an idle connection is a few hundred bytes lighter without it. */
   private subscribing: Set<string> | undefined;
   /**
@@ -76,8 +115,11 @@ export class Connection implements Subscriber {
    * the effect of each before the next. A publish counts as done once its
    * store append is queued, so a burst of publishes is still committed together.
    */
-  private tail: Promise<void> = Promise.resolve();
+  private tail: Promise<void> | undefined;
+  /** Commands in `tail`; at 0 the queue is dropped (a promise per idle connection saved). */
+  private queued = 0;
   private missedPongs = 0;
+  heartbeatBucket: number | undefined;
   private sentCloseCode: number | undefined;
   /** Raw socket writes of pre-framed pushes; off when permessage-deflate was negotiated. */
   private readonly rawWrites: boolean;
@@ -89,25 +131,32 @@ export class Connection implements Subscriber {
   private violations = 0;
   /** Made on first use: most connections never log past their open and close lines. */
   private childLog: Logger | undefined;
-  private readonly ip: string | undefined;
   /** Verified once at start, then dropped: a JWT is a few hundred bytes per connection. */
   private upgradeToken: string | undefined;
 
   constructor(
-    private readonly ws: WebSocket,
+    private readonly ws: ConnectionSocket,
     private readonly ctx: AppContext,
     private readonly gateway: Gateway,
     private readonly route: Route,
-    request: IncomingMessage,
     upgradeToken: string | undefined,
   ) {
-    this.ip = request.socket.remoteAddress;
     this.upgradeToken = upgradeToken;
     this.tokens = ctx.config.rateLimitBurst;
     const internals = ws as unknown as { _socket: RawSocket; _sender: { _state: number } };
     this.socket = internals._socket;
     this.sender = internals._sender;
     this.rawWrites = ws.extensions === '';
+  }
+
+  /**
+   * Read when a line is logged, not kept: Node caches the peer's address on
+   * the socket once asked (the open line does, so the close line still has
+   * it), about 100 bytes that a connection nothing logs (LOG_LEVEL=warn)
+   * never needs.
+   */
+  private get ip(): string | undefined {
+    return this.socket.remoteAddress;
   }
 
   get user(): string {
@@ -124,12 +173,7 @@ export class Connection implements Subscriber {
   }
 
   start(): void {
-    this.ws.on('message', (data, isBinary) => this.onFrame(data, isBinary));
-    this.ws.on('pong', () => {
-      this.missedPongs = 0;
-    });
-    this.ws.on('close', (code) => this.onClose(code));
-    this.ws.on('error', (error) => this.onSocketError(error));
+    this.ws.connection = this;
     const token = this.upgradeToken;
     if (token !== undefined) {
       this.upgradeToken = undefined;
@@ -228,10 +272,13 @@ export class Connection implements Subscriber {
     this.principal = principal;
     this.state = 'open';
     // The open and close lines name the connection themselves: no child logger for every socket.
-    this.ctx.log.info(
-      { connectionId: this.id, user: principal.user, ip: this.ip, route: this.route.kind },
-      'connection open',
-    );
+    // Asked first: the line's fields are not built (nor the peer address cached) when nothing logs it.
+    if (this.ctx.log.isLevelEnabled('info')) {
+      this.ctx.log.info(
+        { connectionId: this.id, user: principal.user, ip: this.ip, route: this.route.kind },
+        'connection open',
+      );
+    }
     this.send(
       JSON.stringify({
         type: 'welcome',
@@ -261,7 +308,7 @@ export class Connection implements Subscriber {
    * 1007, 1009): recorded as the code we sent, not as whatever the peer
    * echoes or 1006 when it does not.
    */
-  private onSocketError(error: Error & { code?: string }): void {
+  onSocketError(error: Error & { code?: string }): void {
     this.log.debug({ err: error }, 'socket error');
     const code = error.code === undefined ? undefined : WS_ERROR_CLOSE_CODES[error.code];
     if (code === undefined || this.state === 'closed') return;
@@ -272,7 +319,7 @@ export class Connection implements Subscriber {
     setTimeout(() => this.ws.terminate(), 2000).unref();
   }
 
-  private onClose(received: number): void {
+  onClose(received: number): void {
     // The code that ended the socket: ours when the server closed it.
     const code = this.sentCloseCode ?? received;
     if (this.sentCloseCode === undefined) this.ctx.metrics.stats.closed(code);
@@ -286,7 +333,7 @@ export class Connection implements Subscriber {
       { connectionId: this.id, user: this.principal?.user ?? null, code, ip: this.ip },
       'connection closed',
     );
-    for (const name of this.subscriptions.values()) {
+    for (const name of this.subscriptions.names()) {
       this.ctx.channels.unsubscribe(name, this).catch((error) => {
         this.log.warn({ err: error, channel: name.channel }, 'cleanup on close failed');
       });
@@ -327,8 +374,9 @@ export class Connection implements Subscriber {
       return;
     }
     this.missedPongs++;
-    // The same two bytes for every socket, corked with whatever else it gets this turn.
-    if (this.canWriteRaw()) this.writeRaw(PING_FRAME);
+    // The same two bytes for every socket. Not corked: a socket rarely gets anything else in the
+    // heartbeat's turn (it joins the cork if it does), and a corked write costs more than a plain one.
+    if (this.canWriteRaw()) this.socket.write(PING_FRAME);
     else this.ws.ping();
   }
 
@@ -340,7 +388,11 @@ export class Connection implements Subscriber {
 
   // ── inbound ─────────────────────────────────────────────────────────────
 
-  private onFrame(data: RawData, isBinary: boolean): void {
+  onPong(): void {
+    this.missedPongs = 0;
+  }
+
+  onFrame(data: RawData, isBinary: boolean): void {
     if (this.state === 'closed') return;
     const stats = this.ctx.metrics.stats;
     stats.framesIn++;
@@ -424,9 +476,18 @@ export class Connection implements Subscriber {
   }
 
   private enqueue(step: () => Promise<void>): void {
-    this.tail = this.tail.then(step).catch((error) => {
-      this.log.error({ err: error }, 'command failed unexpectedly');
-    });
+    this.queued++;
+    this.tail = (this.tail ?? SETTLED).then(step).then(
+      () => this.dequeued(),
+      (error) => {
+        this.log.error({ err: error }, 'command failed unexpectedly');
+        this.dequeued();
+      },
+    );
+  }
+
+  private dequeued(): void {
+    if (--this.queued === 0) this.tail = undefined;
   }
 
   private async dispatch(command: Command): Promise<void> {

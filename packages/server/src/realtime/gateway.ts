@@ -1,10 +1,10 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { type WebSocket, WebSocketServer } from 'ws';
+import { WebSocketServer, type Server as WsServer } from 'ws';
 import type { AppContext } from '../app.ts';
 import { tokenOf } from '../auth/http-auth.ts';
 import { CloseCode } from './close-codes.ts';
-import { Connection, type Route } from './connection.ts';
+import { Connection, ConnectionSocket, type Route } from './connection.ts';
 import { Heartbeats } from './heartbeat.ts';
 import { CorkBatch } from './outbound.ts';
 
@@ -26,10 +26,13 @@ const READY_LEAD_MS = 2000;
  */
 const COMPRESSION_THRESHOLD = 1025;
 
+/** Shared by every plain /ws connection. */
+const WS_ROUTE: Route = { kind: 'ws' };
+
 function parseRoute(url: string): Route | undefined {
   const query = url.indexOf('?');
   const path = query >= 0 ? url.slice(0, query) : url;
-  if (path === '/ws' || path === '/ws/') return { kind: 'ws' };
+  if (path === '/ws' || path === '/ws/') return WS_ROUTE;
   const match = /^\/ws\/(rooms|notifications)\/([^/]+)\/?$/.exec(path);
   if (!match) return undefined;
   let name: string;
@@ -66,7 +69,7 @@ function refuse(socket: Duplex, status: number, code: string, message: string): 
  * timer and one token-expiry timer for all connections.
  */
 export class Gateway {
-  private readonly wss: WebSocketServer;
+  private readonly wss: WsServer<typeof ConnectionSocket>;
   readonly connections = new Set<Connection>();
   /** One per instance: every socket written to in a turn is uncorked once at its end. */
   readonly corks = new CorkBatch();
@@ -82,6 +85,7 @@ export class Gateway {
     const { config } = ctx;
     this.heartbeats = new Heartbeats(config.heartbeatMs);
     this.wss = new WebSocketServer({
+      WebSocket: ConnectionSocket,
       noServer: true,
       clientTracking: false,
       maxPayload: config.maxMessageBytes,
@@ -137,7 +141,9 @@ export class Gateway {
       return;
     }
     const token = tokenOf(request.headers, request.url ?? '/');
-    this.wss.handleUpgrade(request, socket, head, (ws: WebSocket) => {
+    this.wss.handleUpgrade(request, socket, head, (ws: ConnectionSocket) => {
+      // ws handles the socket's errors from here on: one listener less for its whole life.
+      socket.removeListener('error', destroyOnError);
       if (this.connections.size >= this.ctx.config.maxConnections) {
         // Counted and logged like every other close, though no Connection is made for it.
         this.ctx.metrics.stats.closed(CloseCode.TRY_AGAIN_LATER);
@@ -155,7 +161,7 @@ export class Gateway {
         setTimeout(() => ws.terminate(), 2000).unref();
         return;
       }
-      const connection = new Connection(ws, this.ctx, this, route, request, token);
+      const connection = new Connection(ws, this.ctx, this, route, token);
       this.connections.add(connection);
       this.heartbeats.add(connection);
       connection.start();

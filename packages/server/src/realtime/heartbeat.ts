@@ -1,6 +1,11 @@
 /** Something the heartbeat pings once per interval. */
 export interface Pingable {
   heartbeat(): void;
+  /**
+   * Which bucket of one Heartbeats the member is in, kept on the member by
+   * it: a Map from member to bucket would cost some 40 bytes a connection.
+   */
+  heartbeatBucket: number | undefined;
 }
 
 /** Slices of one interval, at most: a member is pinged in one slice of each interval. */
@@ -24,7 +29,7 @@ export const MIN_SLICE_MS = 250;
  */
 export class Heartbeats<T extends Pingable> {
   private readonly buckets: Array<Set<T>>;
-  private readonly bucketOf = new Map<T, number>();
+  private members = 0;
   private next = 0;
   private tick = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -37,22 +42,23 @@ export class Heartbeats<T extends Pingable> {
   }
 
   get size(): number {
-    return this.bucketOf.size;
+    return this.members;
   }
 
   add(member: T): void {
-    if (this.bucketOf.has(member)) return;
+    if (member.heartbeatBucket !== undefined) return;
     const bucket = this.next;
     this.next = (this.next + 1) % this.buckets.length;
     this.buckets[bucket]?.add(member);
-    this.bucketOf.set(member, bucket);
+    member.heartbeatBucket = bucket;
+    this.members++;
   }
 
   delete(member: T): void {
-    const bucket = this.bucketOf.get(member);
+    const bucket = member.heartbeatBucket;
     if (bucket === undefined) return;
-    this.bucketOf.delete(member);
-    this.buckets[bucket]?.delete(member);
+    member.heartbeatBucket = undefined;
+    if (this.buckets[bucket]?.delete(member)) this.members--;
   }
 
   start(): void {
