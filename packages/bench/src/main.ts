@@ -28,12 +28,14 @@ import {
   cpuSeconds,
   detectPinning,
   Loadgen,
+  memoryAfterGc,
   type Pinning,
   profileParleyInto,
   repoRoot,
   rssBytes,
   type ServerProcess,
   startServer,
+  systemCpuSeconds,
 } from './procs.ts';
 import {
   fmt,
@@ -254,7 +256,12 @@ interface Deployment {
  * One or two instances of `kind`. Parley: one instance on a SQLite file, two
  * on a PostgreSQL database of their own and Redis; the others: Redis when two.
  */
-async function deploy(kind: ServerKind, instances: 1 | 2, extraEnv: Record<string, string> = {}): Promise<Deployment> {
+async function deploy(
+  kind: ServerKind,
+  instances: 1 | 2,
+  extraEnv: Record<string, string> = {},
+  options: { inspect?: boolean } = {},
+): Promise<Deployment> {
   const pin = pinning.enabled ? pinning.serverCpu : undefined;
   const undo: Array<() => Promise<unknown>> = [];
   const stop = async () => {
@@ -290,7 +297,7 @@ async function deploy(kind: ServerKind, instances: 1 | 2, extraEnv: Record<strin
     }
     const servers: ServerProcess[] = [];
     for (const env of envs) {
-      const server = await startServer(kind, env, pin);
+      const server = await startServer(kind, env, pin, options);
       servers.push(server);
       undo.push(() => server.stop());
     }
@@ -606,7 +613,7 @@ async function idle(): Promise<IdleResult> {
   const targets = settings.quick ? [10000] : [10000, 19000];
   const title = '3. Idle connections: memory and connect rate';
   progress(`── ${title}`);
-  const description = `Each server holds ${targets.map((n) => fmt(n)).join(' then ')} idle connections, each joined to a room of 100 (Parley: authenticated by a bearer token on the upgrade and subscribed). One process cannot hold 50,000 here (open files are capped at 20,000 per process), so **the 50,000 row is extrapolated linearly** from RSS before connecting and RSS at ${fmt(targets.at(-1))}. Connections come from ${LOCAL_ADDRESSES.length} source addresses (127.0.0.2–127.0.0.${LOCAL_ADDRESSES.length + 1}), ${fmt(Math.ceil(targets.at(-1)! / SOCKETS_PER_LOADGEN))} load-generator process(es), 64 handshakes in flight per process. RSS is read from /proc 2 s after the last connect (no forced GC). Parley runs with HEARTBEAT_MS=${fmt(HEARTBEAT_PROBE_MS)} here (its idle CPU includes those pings), so that the heartbeat's cost can be measured and scaled to the default 25 s.`;
+  const description = `Each server holds ${targets.map((n) => fmt(n)).join(' then ')} idle connections, each joined to a room of 100 (Parley: authenticated by a bearer token on the upgrade and subscribed). One process cannot hold 50,000 here (open files are capped at 20,000 per process), so **the 50,000 row is extrapolated linearly** from RSS before connecting and RSS at ${fmt(targets.at(-1))}. Connections come from ${LOCAL_ADDRESSES.length} source addresses (127.0.0.2–127.0.0.${LOCAL_ADDRESSES.length + 1}), ${fmt(Math.ceil(targets.at(-1)! / SOCKETS_PER_LOADGEN))} load-generator process(es), 64 handshakes in flight per process. RSS is read from /proc 2 s after the last connect (no forced GC); then, last, each server is made to run a full GC through its inspector (every server runs with --inspect here) and reports its live heap and RSS, against the same taken before connecting: those two rows do not move with what the connects left for the next collection. Parley runs with HEARTBEAT_MS=${fmt(HEARTBEAT_PROBE_MS)} here (its idle CPU includes those pings), so that the heartbeat's cost can be measured and scaled to the default 25 s.`;
   const results: IdleServerResult[] = [];
   for (const kind of settings.servers) {
     const entry: IdleServerResult = {
@@ -621,7 +628,9 @@ async function idle(): Promise<IdleResult> {
     let loadgens: Awaited<ReturnType<typeof startLoadgens>> | undefined;
     try {
       // Parley pings every socket every HEARTBEAT_MS; a short interval makes that cost measurable.
-      deployment = await deploy(kind, 1, kind === 'parley' ? { HEARTBEAT_MS: String(HEARTBEAT_PROBE_MS) } : {});
+      deployment = await deploy(kind, 1, kind === 'parley' ? { HEARTBEAT_MS: String(HEARTBEAT_PROBE_MS) } : {}, {
+        inspect: true,
+      });
       const server = deployment.servers[0]!;
       const genCount = Math.max(1, Math.ceil(targets.at(-1)! / SOCKETS_PER_LOADGEN));
       loadgens = await startLoadgens(genCount);
@@ -629,6 +638,8 @@ async function idle(): Promise<IdleResult> {
       await sleep(1000);
       const base = rssBytes(server.pid);
       entry.baseRssMiB = base / 1048576;
+      // After the plain RSS reading, so that it is taken as before: no collection forced.
+      const baseGc = await memoryAfterGc(server);
       let have = 0;
       let roomIndex = 0;
       for (const target of targets) {
@@ -693,9 +704,11 @@ async function idle(): Promise<IdleResult> {
       if (kind === 'parley' && last && last.connections > 0 && last.errors === 0) {
         const seconds = settings.quick ? 4 : 8;
         const cpu0 = cpuSeconds(server.pid);
+        const system0 = systemCpuSeconds(server.pid);
         const wall0 = nowUs();
         await sleep(seconds * 1000);
         const cpu = cpuSeconds(server.pid) - cpu0;
+        const system = systemCpuSeconds(server.pid) - system0;
         const wall = (nowUs() - wall0) / 1e6;
         const pings = (last.connections * wall * 1000) / HEARTBEAT_PROBE_MS;
         const usPerPing = (cpu * 1e6) / pings;
@@ -705,15 +718,25 @@ async function idle(): Promise<IdleResult> {
           seconds: wall,
           cpuPct: (cpu / wall) * 100,
           usPerPing,
+          kernelShare: cpu > 0 ? system / cpu : 0,
           at100kPct: ((usPerPing * 100_000) / 25 / 1e6) * 100,
         };
         progress(
-          `idle Parley heartbeats: ${fmt(entry.heartbeat.cpuPct, 1)} % of a core for ${fmt(last.connections)} sockets pinged every ${fmt(HEARTBEAT_PROBE_MS)} ms = ${fmt(usPerPing, 2)} µs per ping; 100,000 at 25 s: ${fmt(entry.heartbeat.at100kPct, 2)} % of a core`,
+          `idle Parley heartbeats: ${fmt(entry.heartbeat.cpuPct, 1)} % of a core for ${fmt(last.connections)} sockets pinged every ${fmt(HEARTBEAT_PROBE_MS)} ms = ${fmt(usPerPing, 2)} µs per ping (${fmt(entry.heartbeat.kernelShare * 100)} % in the kernel); 100,000 at 25 s: ${fmt(entry.heartbeat.at100kPct, 2)} % of a core`,
         );
       }
       if (last && last.connections > 0) {
         entry.bytesPerConnection = ((last.rssMiB - entry.baseRssMiB) * 1048576) / last.connections;
         entry.extrapolated50kMiB = entry.baseRssMiB + (entry.bytesPerConnection * 50_000) / 1048576;
+        // Last, so that no forced collection changes what was read above.
+        const gc = await memoryAfterGc(server);
+        entry.afterGc = {
+          heapBytesPerConnection: (gc.heapUsed - baseGc.heapUsed) / last.connections,
+          rssBytesPerConnection: (gc.rss - baseGc.rss) / last.connections,
+        };
+        progress(
+          `idle ${SERVER_LABEL[kind]} after a full GC: live heap ${fmt(entry.afterGc.heapBytesPerConnection / 1024, 2)} KiB/conn, RSS ${fmt(entry.afterGc.rssBytesPerConnection / 1024, 2)} KiB/conn`,
+        );
       }
     } catch (error) {
       entry.error = (error as Error).message.split('\n')[0]!;

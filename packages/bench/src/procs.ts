@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
 import { freePort } from '../../../deploy/local-cluster.ts';
 import type { FromLoadgen, ServerKind, ToLoadgen } from './common.ts';
 
@@ -78,6 +79,17 @@ export function cpuSeconds(pid: number | undefined): number {
   }
 }
 
+/** stime alone, in seconds: the share of cpuSeconds spent in the kernel (socket writes and reads). */
+export function systemCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[12]) / clockTicks;
+  } catch {
+    return 0;
+  }
+}
+
 /** Resident set size in bytes. */
 export function rssBytes(pid: number | undefined): number {
   if (pid === undefined) return 0;
@@ -124,7 +136,51 @@ export interface ServerProcess {
   wsUrl: string;
   output: string[];
   exited: Promise<number | string>;
+  /** The inspector's port, when started with `inspect` (for memoryAfterGc). */
+  inspectPort?: number | undefined;
   stop(): Promise<void>;
+}
+
+/**
+ * A full garbage collection in the server, through its inspector, then its
+ * `process.memoryUsage()`: the live heap and the RSS with no garbage in them.
+ * RSS read without it also counts whatever the last connects left for the
+ * next collection, which moves by a KiB per connection from run to run.
+ */
+export async function memoryAfterGc(server: ServerProcess): Promise<{ rss: number; heapUsed: number }> {
+  if (server.inspectPort === undefined) throw new Error(`${server.kind} was not started with an inspector`);
+  const targets = (await (await fetch(`http://127.0.0.1:${server.inspectPort}/json/list`)).json()) as Array<{
+    webSocketDebuggerUrl: string;
+  }>;
+  const ws = new WebSocket(targets[0]!.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  let id = 0;
+  const call = (method: string, params: object = {}) =>
+    new Promise<{ result?: { result?: { value?: string } } }>((resolve, reject) => {
+      const mine = ++id;
+      const timer = setTimeout(() => reject(new Error(`inspector: no answer to ${method}`)), 30_000);
+      ws.on('message', function answer(raw: Buffer) {
+        const message = JSON.parse(String(raw)) as { id?: number };
+        if (message.id !== mine) return;
+        clearTimeout(timer);
+        ws.off('message', answer);
+        resolve(message as { result?: { result?: { value?: string } } });
+      });
+      ws.send(JSON.stringify({ id: mine, method, params }));
+    });
+  try {
+    await call('HeapProfiler.collectGarbage');
+    const reply = await call('Runtime.evaluate', {
+      expression: 'JSON.stringify(process.memoryUsage())',
+      returnByValue: true,
+    });
+    const usage = JSON.parse(reply.result?.result?.value ?? '{}') as { rss?: number; heapUsed?: number };
+    if (typeof usage.rss !== 'number' || typeof usage.heapUsed !== 'number')
+      throw new Error('inspector: no memoryUsage');
+    return { rss: usage.rss, heapUsed: usage.heapUsed };
+  } finally {
+    ws.close();
+  }
 }
 
 const running = new Set<ChildProcess>();
@@ -157,12 +213,19 @@ async function terminate(child: ChildProcess, exited: Promise<unknown>, graceMs:
   await kill(child, exited);
 }
 
-export async function startServer(kind: ServerKind, env: Record<string, string>, pin: string | undefined) {
+export async function startServer(
+  kind: ServerKind,
+  env: Record<string, string>,
+  pin: string | undefined,
+  options: { inspect?: boolean } = {},
+) {
   const port = await freePort();
   const entry = kind === 'parley' ? parleyEntry : serverEntries[kind];
   const profiling = kind === 'parley' && profileDir !== undefined;
   const profileArgs = profiling ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-  const [file, args] = command(pin, [...profileArgs, '--import', 'tsx', entry]);
+  const inspectPort = options.inspect ? await freePort() : undefined;
+  const inspectArgs = inspectPort === undefined ? [] : [`--inspect=127.0.0.1:${inspectPort}`];
+  const [file, args] = command(pin, [...profileArgs, ...inspectArgs, '--import', 'tsx', entry]);
   const child = spawn(file, args, {
     cwd: repoRoot,
     env: { ...process.env, NODE_ENV: 'development', ...env, HOST: '127.0.0.1', PORT: String(port) },
@@ -188,6 +251,7 @@ export async function startServer(kind: ServerKind, env: Record<string, string>,
     wsUrl: `ws://127.0.0.1:${port}`,
     output,
     exited,
+    inspectPort,
     stop: () => (profiling ? terminate(child, exited, 20_000) : kill(child, exited)),
   };
   try {

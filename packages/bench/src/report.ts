@@ -78,6 +78,8 @@ export interface IdleServerResult {
   points: IdlePoint[];
   bytesPerConnection: number;
   extrapolated50kMiB: number;
+  /** After a full GC forced through the inspector, against the same before connecting. */
+  afterGc?: { heapBytesPerConnection: number; rssBytesPerConnection: number } | undefined;
   /** Parley only: its heartbeat measured at a short interval and scaled to 100,000 connections at 25 s. */
   heartbeat?: HeartbeatCost;
   error?: string;
@@ -90,6 +92,8 @@ export interface HeartbeatCost {
   cpuPct: number;
   /** Server CPU per ping sent and pong received. */
   usPerPing: number;
+  /** Of that CPU, the share that was system time (stime). */
+  kernelShare: number;
   /** usPerPing × 100,000 / 25 s, as a share of one core. */
   at100kPct: number;
 }
@@ -312,6 +316,16 @@ export function idleMarkdown(scenario: IdleResult): string {
       (v) => fmt(v, 1),
     ],
     ['50,000 connections, extrapolated (MiB)', servers.map((r) => r?.extrapolated50kMiB), (v) => fmt(v, 0)],
+    [
+      'live heap per connection after a full GC (KiB)',
+      servers.map((r) => (r?.afterGc ? r.afterGc.heapBytesPerConnection / 1024 : undefined)),
+      (v) => fmt(v, 2),
+    ],
+    [
+      'RSS per connection after a full GC (KiB)',
+      servers.map((r) => (r?.afterGc ? r.afterGc.rssBytesPerConnection / 1024 : undefined)),
+      (v) => fmt(v, 2),
+    ],
   );
   for (const n of counts) {
     rows.push([
@@ -349,7 +363,7 @@ export function idleMarkdown(scenario: IdleResult): string {
     const h = r.heartbeat;
     if (h)
       lines.push(
-        `- ${SERVER_LABEL[r.server]} heartbeats: with HEARTBEAT_MS=${fmt(h.intervalMs)} and ${fmt(h.connections)} connections the server used ${fmt(h.cpuPct, 1)} % of a core over ${fmt(h.seconds)} s, ${fmt(h.usPerPing, 2)} µs per ping and pong; **100,000 connections at the default 25 s: ${fmt(h.at100kPct, 2)} % of a core** (extrapolated: one process holds under 20,000 sockets here).`,
+        `- ${SERVER_LABEL[r.server]} heartbeats: with HEARTBEAT_MS=${fmt(h.intervalMs)} and ${fmt(h.connections)} connections the server used ${fmt(h.cpuPct, 1)} % of a core over ${fmt(h.seconds)} s, ${fmt(h.usPerPing, 2)} µs per ping and pong (${fmt(h.kernelShare * 100)} % of it in the kernel); **100,000 connections at the default 25 s: ${fmt(h.at100kPct, 2)} % of a core** (extrapolated: one process holds under 20,000 sockets here).`,
       );
     if (r.error) lines.push(`- ${SERVER_LABEL[r.server]}: **failed**: ${r.error}`);
     for (const p of r.points)
