@@ -6,20 +6,20 @@ import { Subscriptions } from '../src/realtime/subscriptions.ts';
 const name = (channel: string): ChannelName => parseChannel(channel);
 
 describe('Subscriptions', () => {
-  test('holds one, then many, by the name the client gave, and back to none', () => {
+  test('holds one, then many, by channel, and back to none', () => {
     const subscriptions = new Subscriptions();
     assert.equal(subscriptions.size, 0);
     assert.deepEqual(subscriptions.names(), []);
     const general = name('room:general');
-    subscriptions.set('room:general', general);
+    subscriptions.set(general);
     assert.equal(subscriptions.size, 1);
     assert.equal(subscriptions.get('room:general'), general);
     assert.equal(subscriptions.has('room:random'), false);
 
     const random = name('room:random');
     const news = name('topic:news');
-    subscriptions.set('room:random', random);
-    subscriptions.set('topic:news', news);
+    subscriptions.set(random);
+    subscriptions.set(news);
     assert.equal(subscriptions.size, 3);
     assert.deepEqual(subscriptions.names(), [general, random, news]);
     assert.equal(subscriptions.get('room:general'), general, 'the first survives the move to a map');
@@ -31,15 +31,15 @@ describe('Subscriptions', () => {
 
     subscriptions.clear();
     assert.equal(subscriptions.size, 0);
-    subscriptions.set('topic:news', news);
+    subscriptions.set(news);
     assert.equal(subscriptions.get('topic:news'), news, 'usable again after clear');
   });
 
   test('setting the same channel again replaces it; deleting the only one empties it', () => {
     const subscriptions = new Subscriptions();
-    subscriptions.set('room:general', name('room:general'));
+    subscriptions.set(name('room:general'));
     const again = name('room:general');
-    subscriptions.set('room:general', again);
+    subscriptions.set(again);
     assert.equal(subscriptions.size, 1);
     assert.equal(subscriptions.get('room:general'), again);
     assert.equal(subscriptions.delete('room:other'), false);
@@ -50,7 +50,7 @@ describe('Subscriptions', () => {
 
   test('names() is a copy: unsubscribing while walking it misses none', () => {
     const subscriptions = new Subscriptions();
-    for (const channel of ['room:a', 'room:b', 'room:c']) subscriptions.set(channel, name(channel));
+    for (const channel of ['room:a', 'room:b', 'room:c']) subscriptions.set(name(channel));
     const walked: string[] = [];
     for (const entry of subscriptions.names()) {
       walked.push(entry.channel);

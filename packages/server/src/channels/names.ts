@@ -29,10 +29,11 @@ export function parseChannel(channel: unknown): ChannelName {
   }
   const colon = channel.indexOf(':');
   if (colon <= 0) throw badRequest(`channel "${channel}" must be "namespace:name"`);
-  const namespace = channel.slice(0, colon);
+  // The constant, not the slice: a subscription keeps its ChannelName, and the slice is a string of its own.
+  const namespace = NAMESPACES.find((known) => channel.startsWith(known) && known.length === colon);
   const name = channel.slice(colon + 1);
-  if (!(NAMESPACES as readonly string[]).includes(namespace)) {
-    throw forbidden(`no channel namespace "${namespace}" (known: ${NAMESPACES.join(', ')})`);
+  if (namespace === undefined) {
+    throw forbidden(`no channel namespace "${channel.slice(0, colon)}" (known: ${NAMESPACES.join(', ')})`);
   }
   if (namespace === 'dm') {
     const parts = name.split(':');
@@ -44,7 +45,7 @@ export function parseChannel(channel: unknown): ChannelName {
     return { channel, namespace, name, members: [a, b] };
   }
   if (!NAME.test(name)) throw badRequest('a channel name is 1-64 of A-Z a-z 0-9 _ . -');
-  return { channel, namespace: namespace as Namespace, name };
+  return { channel, namespace, name };
 }
 
 /** The `dm:` channel between two users. */

@@ -1,13 +1,12 @@
 import type { ChannelName } from '../channels/names.ts';
 
 /**
- * One connection's subscriptions, by the channel name the client gave. Most connections hold one (a
+ * One connection's subscriptions, by channel. Most connections hold one (a
  * room page, a notifications feed, the `/ws/rooms/…` shortcuts), so the
  * first lives in a field and a Map is made only for a second: a Map with one
  * entry is about 230 bytes, a tenth of what an idle connection costs.
  */
 export class Subscriptions {
-  private onlyKey: string | undefined;
   private only: ChannelName | undefined;
   private many: Map<string, ChannelName> | undefined;
 
@@ -17,33 +16,30 @@ export class Subscriptions {
 
   get(channel: string): ChannelName | undefined {
     if (this.many) return this.many.get(channel);
-    return this.onlyKey === channel ? this.only : undefined;
+    return this.only?.channel === channel ? this.only : undefined;
   }
 
   has(channel: string): boolean {
     return this.get(channel) !== undefined;
   }
 
-  set(channel: string, name: ChannelName): void {
+  set(name: ChannelName): void {
     if (this.many) {
-      this.many.set(channel, name);
-    } else if (this.onlyKey === undefined || this.onlyKey === channel) {
-      this.onlyKey = channel;
+      this.many.set(name.channel, name);
+    } else if (!this.only || this.only.channel === name.channel) {
       this.only = name;
     } else {
       this.many = new Map([
-        [this.onlyKey, this.only as ChannelName],
-        [channel, name],
+        [this.only.channel, this.only],
+        [name.channel, name],
       ]);
-      this.onlyKey = undefined;
       this.only = undefined;
     }
   }
 
   delete(channel: string): boolean {
     if (this.many) return this.many.delete(channel);
-    if (this.onlyKey !== channel) return false;
-    this.onlyKey = undefined;
+    if (this.only?.channel !== channel) return false;
     this.only = undefined;
     return true;
   }
@@ -55,7 +51,6 @@ export class Subscriptions {
   }
 
   clear(): void {
-    this.onlyKey = undefined;
     this.only = undefined;
     this.many = undefined;
   }
