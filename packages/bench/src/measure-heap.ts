@@ -6,7 +6,7 @@
  * collected and native memory; this shows the live JavaScript objects only,
  * which is where a server's own per-connection state is.
  *
- *   node --import tsx packages/bench/src/measure-heap.ts [parley|ws|socketio] [N=2000] [--by-holder]
+ *   [HEARTBEAT_MS=1000] node --import tsx packages/bench/src/measure-heap.ts [parley|ws|socketio] [N=2000] [--by-holder]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -95,6 +95,7 @@ function summarize(text: string): Map<string, { count: number; bytes: number }> 
   const edgeToAt = snap.snapshot.meta.edge_fields.indexOf('to_node');
   // Arrays (backing stores) and hidden objects are named after what holds them: `Connection.properties`, `Map.table`.
   const holder = new Map<number, string>();
+  const holderIndex = new Map<number, number>();
   for (let i = 0, e = 0; i < snap.nodes.length; i += width) {
     const owner = `${types[snap.nodes[i + typeAt]!]} ${snap.strings[snap.nodes[i + nameAt]!]}`.slice(0, 48);
     for (let k = 0; k < snap.nodes[i + countAt]!; k++, e += edgeWidth) {
@@ -102,16 +103,24 @@ function summarize(text: string): Map<string, { count: number; bytes: number }> 
       const edgeType = edgeTypes[snap.edges[e + edgeTypeAt]!];
       const edgeName =
         edgeType === 'element' || edgeType === 'hidden' ? '[]' : snap.strings[snap.edges[e + edgeNameAt]!];
-      if (!holder.has(to)) holder.set(to, `${owner} .${edgeName}`);
+      if (!holder.has(to)) {
+        holder.set(to, `${owner} .${edgeName}`);
+        holderIndex.set(to, i);
+      }
     }
   }
+  // An array's elements: whose array it is.
+  const elementsOf = (i: number) =>
+    byHolder && holder.get(i) === 'object Array .elements'
+      ? ` of ${holder.get(holderIndex.get(i) as number) ?? '?'}`
+      : '';
   const out = new Map<string, { count: number; bytes: number }>();
   for (let i = 0; i < snap.nodes.length; i += width) {
     const type = types[snap.nodes[i + typeAt]!]!;
     const name = snap.strings[snap.nodes[i + nameAt]!]!;
     const key =
       type === 'array' || type === 'hidden' || type === 'code' || (byHolder && type === 'object')
-        ? `${type} ${type === 'object' ? `${name} ` : ''}in ${holder.get(i) ?? '?'}`
+        ? `${type} ${type === 'object' ? `${name} ` : ''}in ${holder.get(i) ?? '?'}${elementsOf(i)}`
         : type === 'object' || type === 'closure' || type === 'native'
           ? `${type} ${name}`
           : type;
@@ -158,6 +167,8 @@ const empty = summarize(await snapshot());
 for (let i = 0; i < N; i += 100) {
   sockets.push(...(await Promise.all(Array.from({ length: Math.min(100, N - i) }, (_, j) => openOne(i + j, token)))));
 }
+// Time for one heartbeat, when HEARTBEAT_MS is short, to do what it does to idle connections.
+await new Promise((r) => setTimeout(r, Math.min(5000, 1.5 * Number(process.env.HEARTBEAT_MS ?? 0))));
 const full = summarize(await snapshot());
 
 const rows = [...full.entries()]
