@@ -161,6 +161,50 @@ describe('Redis backends on a redis-server of their own', { skip: redisServerSki
         await broker.close();
       }
     });
+
+    it("hands its own publications to its own subscribers at once and drops Redis's echo of them", async () => {
+      const prefix = uniqueRedisPrefix('broker');
+      const a = await RedisBroker.connect({ url: redis.url, prefix, log: silent });
+      const b = await RedisBroker.connect({ url: redis.url, prefix, log: silent });
+      try {
+        const atA: Publication[] = [];
+        const atB: Publication[] = [];
+        a.onPublication((publication) => atA.push(publication));
+        b.onPublication((publication) => atB.push(publication));
+        const ch = uniqueChannel('own');
+        await Promise.all([a.subscribe(ch), b.subscribe(ch)]);
+
+        // Stored messages and ephemeral events interleaved, as a chat sends them.
+        const fromA: Publication[] = [];
+        for (let i = 1; i <= 50; i++) {
+          fromA.push({ channel: ch, offset: 0, frame: `{"type":"typing","n":${i}}`, skipUser: 'alice' });
+          fromA.push({ channel: ch, offset: i, frame: `{"type":"message","offset":${i}}`, publishedAt: 1 });
+        }
+        const published: Promise<void>[] = [];
+        for (const publication of fromA) {
+          const before = atA.length;
+          published.push(a.publish(publication));
+          assert.equal(atA.length, before + 1, 'handed to the own handlers within publish()');
+        }
+        await Promise.all(published);
+        // Redis keeps order: once B's publication reaches A, every echo of A's own has reached A before it.
+        const sentinel: Publication = { channel: ch, offset: 51, frame: '{"type":"message","offset":51}' };
+        await b.publish(sentinel);
+        await waitUntil(() => atA.length > fromA.length, "B's publication at A");
+        await waitUntil(() => atB.length >= fromA.length + 1, 'everything at B');
+
+        assert.deepEqual(atA, [...fromA, sentinel], 'A: each of its own once, in order, then the other instance’s');
+        // B's own sentinel reached B at once, wherever A's echoes were by then.
+        assert.deepEqual(
+          atB.filter((p) => p !== sentinel),
+          fromA,
+          "B: A's, once each, in order",
+        );
+        assert.equal(atB.filter((p) => p === sentinel).length, 1, 'B: its own, once');
+      } finally {
+        await Promise.all([a.close(), b.close()]);
+      }
+    });
   });
 
   describe('RedisPresenceStore', () => {

@@ -73,6 +73,22 @@ interface Subscription {
   readonly channel: string;
   /** Settles when Redis acknowledged the SUBSCRIBE. */
   ready: Promise<void>;
+  /** Set once it has: from then on Redis echoes this instance's publications on the channel back. */
+  acknowledged: boolean;
+  /**
+   * This instance's publications on the channel that were handed to the
+   * local handlers at once and are not echoed back yet, oldest first.
+   */
+  inFlight: string[];
+}
+
+/** Own publications awaiting their echo, per channel, at most: past it the oldest are forgotten. */
+const MAX_IN_FLIGHT = 10_000;
+
+/** Drops one own publication from those awaiting their echo. */
+function forget(subscription: Subscription, payload: string): void {
+  const at = subscription.inFlight.lastIndexOf(payload);
+  if (at >= 0) subscription.inFlight.splice(at, 1);
 }
 
 /**
@@ -83,6 +99,17 @@ interface Subscription {
  * one event-loop turn leave in one write, in order), one subscribes. One
  * PUBLISH per publication whatever the number of instances and sockets;
  * one SUBSCRIBE per channel per instance, on its first local subscriber.
+ *
+ * An instance's own publications reach its own subscribers at once, not
+ * after a round trip through Redis: they are handed to the local handlers
+ * in publish(), and their echo is recognised (the same payload, in the same
+ * order) and dropped. Redis keeps one connection's publications in order, so
+ * an echo that arrives means every older own publication still waiting for
+ * its echo was lost, and those are forgotten. An echo is told from another
+ * instance's publication by its payload: a stored message's names its
+ * offset, unique in the channel; two ephemeral ones (typing) alike in every
+ * byte are alike to every subscriber too, so which of the two was dropped
+ * does not matter.
  *
  * At most once, as the contract says: Redis pub/sub drops what is published
  * while a subscriber is disconnected. While either connection is down
@@ -119,6 +146,8 @@ export class RedisBroker implements Broker {
     subscriber.on('close', () => {
       this.subscriberGeneration++;
       this.resubscribed = false;
+      // Their echoes will not come: the connection that would have brought them is gone.
+      for (const subscription of this.subscriptions.values()) subscription.inFlight.length = 0;
       this.connectionLost();
     });
     subscriber.on('ready', () => void this.resubscribe());
@@ -150,10 +179,24 @@ export class RedisBroker implements Broker {
   }
 
   publish(publication: Publication): Promise<void> {
-    if (this.publisher.status !== 'ready') return Promise.reject(redisUnavailable());
-    return this.publisher.publish(this.channelPrefix + publication.channel, encodePublication(publication)).then(
+    const key = this.channelPrefix + publication.channel;
+    const payload = encodePublication(publication);
+    const subscription = this.subscriptions.get(key);
+    const local = subscription !== undefined && subscription.acknowledged && this.subscriberLive();
+    if (local) {
+      if (subscription.inFlight.length >= MAX_IN_FLIGHT) subscription.inFlight.shift();
+      subscription.inFlight.push(payload);
+      this.handOut(publication);
+    }
+    if (this.publisher.status !== 'ready') {
+      if (local) forget(subscription, payload);
+      return Promise.reject(redisUnavailable());
+    }
+    return this.publisher.publish(key, payload).then(
       () => undefined,
       (error: unknown) => {
+        // Not published, so no echo will come.
+        if (local) forget(subscription, payload);
         throw redisUnavailable(error);
       },
     );
@@ -164,9 +207,11 @@ export class RedisBroker implements Broker {
     const existing = this.subscriptions.get(key);
     if (existing) return existing.ready;
     if (this.closed || this.subscriber.status !== 'ready') return Promise.reject(redisUnavailable());
-    const subscription: Subscription = { channel, ready: Promise.resolve() };
+    const subscription: Subscription = { channel, ready: Promise.resolve(), acknowledged: false, inFlight: [] };
     subscription.ready = this.subscriber.subscribe(key).then(
-      () => undefined,
+      () => {
+        subscription.acknowledged = true;
+      },
       (error: unknown) => {
         // Forget it unless an unsubscribe (and maybe a new subscribe) came since.
         if (this.subscriptions.get(key) === subscription) this.subscriptions.delete(key);
@@ -203,12 +248,30 @@ export class RedisBroker implements Broker {
   private receive(redisChannel: string, payload: string): void {
     const subscription = this.subscriptions.get(redisChannel);
     if (!subscription) return;
+    const inFlight = subscription.inFlight;
+    if (inFlight.length > 0) {
+      const own = inFlight.indexOf(payload);
+      if (own >= 0) {
+        // Ours, handed out already; the older ones before it lost their echo.
+        inFlight.splice(0, own + 1);
+        return;
+      }
+    }
     const publication = decodePublication(subscription.channel, payload);
     if (!publication) {
       this.log.warn({ channel: subscription.channel }, 'ignored a malformed publication from redis');
       return;
     }
+    this.handOut(publication);
+  }
+
+  private handOut(publication: Publication): void {
     for (const handler of this.handlers) handler(publication);
+  }
+
+  /** True while the subscriber connection is up with every channel subscribed. */
+  private subscriberLive(): boolean {
+    return !this.closed && this.resubscribed && this.subscriber.status === 'ready';
   }
 
   private connectionLost(): void {
