@@ -31,7 +31,7 @@ let got = 0;
 const readers: WebSocket[] = [];
 for (let i = 0; i < SUBS; i += 100)
   await Promise.all(
-    Array.from({ length: 100 }, async () => {
+    Array.from({ length: Math.min(100, SUBS - i) }, async () => {
       const ws = new WebSocket(inst.url.replace('http', 'ws') + '/ws', {
         headers: { authorization: `Bearer ${token}` },
       });

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -258,6 +259,53 @@ describe('TokenService', () => {
       tokens.verify(await sign(new TextEncoder().encode('x'.repeat(40)))),
       (error: unknown) => error instanceof TokenError && !error.expired,
     );
+  });
+});
+
+describe('HS256 verification, byte by byte', () => {
+  const tokens = new TokenService({ secret: TEST_SECRET, accessTokenTtl: 900 });
+  const refused = (token: string) =>
+    assert.rejects(tokens.verify(token), (error: unknown) => error instanceof TokenError && !error.expired);
+
+  test('a signature with anything added, removed or changed is refused, though it may decode the same', async () => {
+    const token = await sign(secret);
+    await tokens.verify(token);
+    const signature = token.slice(token.lastIndexOf('.') + 1);
+    const head = token.slice(0, token.lastIndexOf('.') + 1);
+    // Node's base64url decoder skips stray characters; the token must not survive them.
+    await refused(`${head}${signature}=`);
+    await refused(`${head}${signature.slice(0, 20)}!${signature.slice(20)}`);
+    await refused(`${head}${signature.slice(0, -1)}`);
+    // The last character carries 4 bits: its other values decode to the same 32 bytes.
+    const last = signature.at(-1) as string;
+    const sibling = String.fromCharCode(last.charCodeAt(0) + 1);
+    await refused(`${head}${signature.slice(0, -1)}${sibling}`);
+    await refused(`${head}`);
+  });
+
+  /** Signed by hand, for what jose will not sign. */
+  const handSigned = (header: object, payload: string) => {
+    const encode = (text: string) => Buffer.from(text).toString('base64url');
+    const head = `${encode(JSON.stringify(header))}.${encode(payload)}`;
+    return `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`;
+  };
+  const claims = () => JSON.stringify({ sub: 'alice', exp: nowSeconds() + 60 });
+
+  test('a header with crit or b64 is refused (no extension is understood)', async () => {
+    await tokens.verify(handSigned({ alg: 'HS256' }, claims()));
+    await refused(handSigned({ alg: 'HS256', crit: ['exp'] }, claims()));
+    await refused(handSigned({ alg: 'HS256', b64: false, crit: ['b64'] }, claims()));
+  });
+
+  test('claims of the wrong type are refused: exp, nbf, iat', async () => {
+    await refused(await sign(secret, { claims: { exp: String(nowSeconds() + 60) as unknown as number } }));
+    await refused(await sign(secret, { claims: { nbf: 'now' as unknown as number } }));
+    await refused(await sign(secret, { claims: { iat: 'then' as unknown as number } }));
+  });
+
+  test('a payload that is not a JSON object is refused', async () => {
+    await refused(handSigned({ alg: 'HS256' }, '[1,2]'));
+    await refused(handSigned({ alg: 'HS256' }, 'not json'));
   });
 });
 
