@@ -182,21 +182,22 @@ export class RedisBroker implements Broker {
     const key = this.channelPrefix + publication.channel;
     const payload = encodePublication(publication);
     const subscription = this.subscriptions.get(key);
-    const local = subscription !== undefined && subscription.acknowledged && this.subscriberLive();
+    // Handed out here when Redis would echo it back to this instance.
+    const local = subscription?.acknowledged && this.subscriberLive() ? subscription : undefined;
     if (local) {
-      if (subscription.inFlight.length >= MAX_IN_FLIGHT) subscription.inFlight.shift();
-      subscription.inFlight.push(payload);
+      if (local.inFlight.length >= MAX_IN_FLIGHT) local.inFlight.shift();
+      local.inFlight.push(payload);
       this.handOut(publication);
     }
     if (this.publisher.status !== 'ready') {
-      if (local) forget(subscription, payload);
+      if (local) forget(local, payload);
       return Promise.reject(redisUnavailable());
     }
     return this.publisher.publish(key, payload).then(
       () => undefined,
       (error: unknown) => {
         // Not published, so no echo will come.
-        if (local) forget(subscription, payload);
+        if (local) forget(local, payload);
         throw redisUnavailable(error);
       },
     );
