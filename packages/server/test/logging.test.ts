@@ -163,12 +163,16 @@ test('connections that never authenticate still get a connection closed line, wi
       'MAX_CONNECTIONS',
     );
 
-    for (const line of closedLines()) assert.equal(line.instance, server.parley.ctx.config.instanceId);
+    for (const line of closedLines()) {
+      assert.equal(line.instance, server.parley.ctx.config.instanceId);
+      // Even for a socket already gone when its line is written (4002: the peer never spoke).
+      assert.equal(line.ip, '127.0.0.1', `the peer address in ${JSON.stringify(line)}`);
+    }
     const metrics = server.parley.ctx.metrics.stats.closes;
     assert.equal(metrics.get(1013), 2, 'both 1013s counted');
     assert.equal(metrics.get(4002), 1);
     alice.close();
-    await waitForLine((e) => e.code === 1005 && e.user === 'alice', 'alice closing');
+    await waitForLine((e) => e.code === 1005 && e.user === 'alice' && e.ip === '127.0.0.1', 'alice closing');
   } finally {
     await server.close();
   }

@@ -161,13 +161,15 @@ export class Connection implements Subscriber {
     const internals = ws as unknown as { _socket: RawSocket };
     this.socket = internals._socket;
     this.rawWrites = ws.extensions === '';
+    // Asked now, while the socket knows its peer, when lines will name it: Node keeps the answer,
+    // so the close line has it even after the socket is gone (a client that never authenticated).
+    if (ctx.log.isLevelEnabled('info')) void this.ip;
   }
 
   /**
-   * Read when a line is logged, not kept: Node caches the peer's address on
-   * the socket once asked (the open line does, so the close line still has
-   * it), about 100 bytes that a connection nothing logs (LOG_LEVEL=warn)
-   * never needs.
+   * Not kept here: Node caches the peer's address on the socket once asked,
+   * about 100 bytes, so it is asked (in the constructor) only when info lines,
+   * which name it, are logged at all.
    */
   private get ip(): string | undefined {
     return this.socket.remoteAddress;
