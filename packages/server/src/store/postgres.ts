@@ -556,18 +556,23 @@ export class PostgresMessageStore implements MessageStore {
       failure = error;
       this.log?.warn({ err: error }, 'message store batch failed');
     }
+    // Made only on failure: an Error's stack trace is the dearest thing a successful batch would build.
+    let error: ParleyError | undefined;
+    const failed = (): ParleyError => {
+      error ??= failure instanceof ParleyError ? failure : unavailable('the message store failed to write', failure);
+      return error;
+    };
     // Appends committed before a failure keep their offsets: they are stored.
-    const error = failure instanceof ParleyError ? failure : unavailable('the message store failed to write', failure);
     for (const [i, item] of batch.entries()) {
       const leader = leaderOf.get(i);
       const result = leader === undefined ? results[i] : results[leader];
-      if (!result) item.reject(error);
+      if (!result) item.reject(failed());
       else item.resolve(leader === undefined ? result : { message: result.message, duplicate: true });
     }
     // PostgreSQL is unreachable: what queued meanwhile fails now too, rather
     // than one batch per connect timeout while the queue grows.
     if (failure !== undefined && isUnreachable(failure)) {
-      for (const item of this.pending.splice(0)) item.reject(error);
+      for (const item of this.pending.splice(0)) item.reject(failed());
     }
   }
 
