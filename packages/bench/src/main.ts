@@ -326,6 +326,7 @@ async function startLoadgens(count: number): Promise<{ gens: Loadgen[]; stop(): 
 }
 
 const totalCpu = (pids: number[]) => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+const totalSystemCpu = (pids: number[]) => pids.reduce((sum, pid) => sum + systemCpuSeconds(pid), 0);
 
 // ── ladders: fanout, room, cross ───────────────────────────────────────────
 
@@ -451,7 +452,7 @@ async function ladderForServer(spec: LadderSpec, kind: ServerKind, laterMs: numb
       if (step.duplicates || step.reordered || step.foreign) result.invalid = true;
       if (step.held) result.best = step;
       progress(
-        `${spec.name} ${SERVER_LABEL[kind].padEnd(11)} ${fmt(rate).padStart(6)}/s: ${fmt(step.deliveriesPerSec).padStart(9)} deliv/s  p50 ${fmt(step.p50, 2)}  p99 ${fmt(step.p99, 2)}  max ${fmt(step.max, 1)} ms  server ${fmt(step.serverUsPerDelivery, 2)} µs/deliv (${fmt(step.serverCpuPct)} %)  client ${fmt(step.clientCpuPct)} %${step.clientSaturated ? ' SATURATED' : ''}  ${stepCheck(step)}  ${step.held ? 'held' : `NOT HELD: ${step.reason}`}`,
+        `${spec.name} ${SERVER_LABEL[kind].padEnd(11)} ${fmt(rate).padStart(6)}/s: ${fmt(step.deliveriesPerSec).padStart(9)} deliv/s  p50 ${fmt(step.p50, 2)}  p99 ${fmt(step.p99, 2)}  max ${fmt(step.max, 1)} ms  server ${fmt(step.serverUsPerDelivery, 2)} µs/deliv (${fmt(step.serverCpuPct)} %, kernel ${fmt(step.serverKernelShare * 100)} %)  client ${fmt(step.clientCpuPct)} %${step.clientSaturated ? ' SATURATED' : ''}  ${stepCheck(step)}  ${step.held ? 'held' : `NOT HELD: ${step.reason}`}`,
       );
       if (!step.held) break;
     }
@@ -480,10 +481,12 @@ async function runStep(
   const genPids = gens.map((g) => g.pid);
   await sleep((warmEndUs - nowUs()) / 1000);
   const server0 = totalCpu(serverPids);
+  const serverSystem0 = totalSystemCpu(serverPids);
   const client0 = totalCpu(genPids);
   const wall0 = nowUs();
   await sleep((endUs - nowUs()) / 1000);
   const server1 = totalCpu(serverPids);
+  const serverSystem1 = totalSystemCpu(serverPids);
   const client1 = totalCpu(genPids);
   const wallSeconds = (nowUs() - wall0) / 1e6;
   const pub = await published;
@@ -567,6 +570,7 @@ async function runStep(
     meanMs: hist.count ? hist.sum / hist.count / 1000 : 0,
     bytesPerDelivery: deliveries ? bytes / deliveries : 0,
     serverCpuPct: (serverCpu / wallSeconds) * 100,
+    serverKernelShare: serverCpu > 0 ? (serverSystem1 - serverSystem0) / serverCpu : 0,
     serverUsPerDelivery: deliveries ? (serverCpu * 1e6) / deliveries : 0,
     clientCpuPct: (clientCpu / wallSeconds) * 100,
     clientUsPerDelivery: deliveries ? (clientCpu * 1e6) / deliveries : 0,

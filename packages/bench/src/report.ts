@@ -26,6 +26,8 @@ export interface StepResult {
   meanMs: number;
   bytesPerDelivery: number;
   serverCpuPct: number;
+  /** Share of the server's CPU spent in the kernel (system time): mostly the socket writes. */
+  serverKernelShare: number;
   serverUsPerDelivery: number;
   clientCpuPct: number;
   clientUsPerDelivery: number;
@@ -261,6 +263,7 @@ export function ladderMarkdown(scenario: LadderResult): string {
         'max ms',
         'server µs/deliv',
         'server CPU',
+        'of it kernel',
         'client µs/deliv',
         'client CPU',
         'check',
@@ -278,6 +281,8 @@ export function ladderMarkdown(scenario: LadderResult): string {
           ms(s.max),
           fmt(s.serverUsPerDelivery, 2),
           `${fmt(s.serverCpuPct)} %`,
+          // Older results.json files have no kernel share.
+          s.serverKernelShare === undefined ? '' : `${fmt(s.serverKernelShare * 100)} %`,
           fmt(s.clientUsPerDelivery, 2),
           cpuNote(s),
           stepCheck(s),
