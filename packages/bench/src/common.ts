@@ -173,6 +173,8 @@ export interface PersistCommand {
   maxMessages: number;
   durationMs: number;
   localAddresses: string[];
+  /** Every publish carries an idempotency key of its own, as the SDK's do. */
+  keyed: boolean;
 }
 
 export type ToLoadgen =

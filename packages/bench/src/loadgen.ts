@@ -339,7 +339,9 @@ async function persist(command: PersistCommand): Promise<void> {
       const id = ++seqRef.seq;
       const ts = nowUs();
       sent.set(id, ts);
-      ws.send(`{"type":"publish","id":${id},"channel":"room:${room}","data":${payload(room, id, ts)}}`);
+      // The SDK's keys are UUIDs (36 characters); this one is as long, and unique per publish.
+      const key = command.keyed ? `,"idempotencyKey":"${room}-${String(id).padStart(35 - room.length, '0')}"` : '';
+      ws.send(`{"type":"publish","id":${id},"channel":"room:${room}"${key},"data":${payload(room, id, ts)}}`);
     }
     if (issued >= command.maxMessages) stopped = true;
     if (stopped && inFlight === 0) resolveDone();

@@ -763,11 +763,19 @@ async function persist(): Promise<PersistScenario> {
   const connections = 8;
   const window = 64;
   const durationMs = settings.quick ? 2000 : 5000;
-  const description = `Parley's store alone: ${connections} WebSocket connections each keep ${window} publishes (with ids) in flight to a room of their own, for ${durationMs / 1000} s, with no subscribers; a publish counts when its reply (the stored message) arrives. At the end the rows in the store's messages table are counted and must equal the acknowledged publishes.`;
+  const description = `Parley's store alone: ${connections} WebSocket connections each keep ${window} publishes (with ids) in flight to a room of their own, for ${durationMs / 1000} s, with no subscribers; a publish counts when its reply (the stored message) arrives. At the end the rows in the store's messages table are counted and must equal the acknowledged publishes. Each store is measured twice: publishes without idempotency keys, as the other scenarios send them, then each with a key of its own, as the SDK sends every publish (the store then also looks the key up and records it).`;
   const results: PersistResult[] = [];
-  for (const store of ['sqlite', 'postgres'] as const) {
+  const runs = [
+    { store: 'sqlite', keyed: false },
+    { store: 'sqlite', keyed: true },
+    { store: 'postgres', keyed: false },
+    { store: 'postgres', keyed: true },
+  ] as const;
+  for (const { store, keyed } of runs) {
+    const label = `${store}${keyed ? ' keyed' : ''}`;
     const entry: PersistResult = {
       store,
+      keyed,
       acked: 0,
       errors: 0,
       seconds: 0,
@@ -807,6 +815,7 @@ async function persist(): Promise<PersistScenario> {
           maxMessages: 1_000_000,
           durationMs,
           localAddresses: LOCAL_ADDRESSES,
+          keyed,
         },
         'persisted',
         durationMs + 60_000,
@@ -842,11 +851,11 @@ async function persist(): Promise<PersistScenario> {
       }
       entry.verified = entry.countInStore === entry.acked && entry.errors === 0;
       progress(
-        `persist ${store.padEnd(8)}: ${fmt(entry.storedPerSec)} stored msgs/s (${fmt(entry.acked)} acknowledged, ${fmt(entry.countInStore)} rows: ${entry.verified ? 'verified' : 'MISMATCH'}), ack p50 ${fmt(entry.ackP50, 2)} p99 ${fmt(entry.ackP99, 2)} ms, server ${fmt(entry.serverUsPerMessage, 1)} µs/msg (${fmt(entry.serverCpuPct)} %)${entry.errors ? `, ${entry.errors} errors: ${entry.firstError}` : ''}`,
+        `persist ${label.padEnd(14)}: ${fmt(entry.storedPerSec)} stored msgs/s (${fmt(entry.acked)} acknowledged, ${fmt(entry.countInStore)} rows: ${entry.verified ? 'verified' : 'MISMATCH'}), ack p50 ${fmt(entry.ackP50, 2)} p99 ${fmt(entry.ackP99, 2)} ms, server ${fmt(entry.serverUsPerMessage, 1)} µs/msg (${fmt(entry.serverCpuPct)} %)${entry.errors ? `, ${entry.errors} errors: ${entry.firstError}` : ''}`,
       );
     } catch (error) {
       entry.error = (error as Error).message.split('\n')[0]!;
-      progress(`persist ${store}: FAILED: ${entry.error}`);
+      progress(`persist ${label}: FAILED: ${entry.error}`);
     } finally {
       await server?.stop();
       await loadgens?.stop();

@@ -109,6 +109,8 @@ export interface IdleResult {
 
 export interface PersistResult {
   store: 'sqlite' | 'postgres';
+  /** Publishes with idempotency keys (the SDK's default); absent in older results. */
+  keyed?: boolean;
   acked: number;
   errors: number;
   firstError?: string | undefined;
@@ -383,7 +385,7 @@ export function idleMarkdown(scenario: IdleResult): string {
 
 export function persistMarkdown(scenario: PersistScenario): string {
   const rows = scenario.results.map((r) => [
-    r.store === 'sqlite' ? 'SQLite' : 'PostgreSQL',
+    `${r.store === 'sqlite' ? 'SQLite' : 'PostgreSQL'}${r.keyed ? ', with idempotency keys' : ''}`,
     r.error ? `failed: ${r.error}` : fmt(r.storedPerSec),
     fmt(r.acked),
     fmt(r.countInStore),
