@@ -355,6 +355,11 @@ async function migrateWithLock(url: string): Promise<string> {
  *   trims older ones, in the same statement: retention costs no extra round
  *   trip. `del` sees this statement's snapshot, so rows another instance
  *   committed meanwhile are trimmed by the channel's next batch instead.
+ *   It reads each trimmed channel's range of the primary key, by
+ *   construction: as a join, the planner (expecting 200 channels in `counts`)
+ *   scanned the whole messages table for every batch with a retained
+ *   channel in it (30 ms at 60,000 rows). OFFSET 0 keeps the LATERAL
+ *   subquery from being flattened back into that join.
  * - The result has one row per append written (id null: new, at `seq`) or
  *   found duplicate (the stored message).
  */
@@ -401,8 +406,14 @@ WITH input AS (
   FROM fresh f JOIN counts k ON k.channel = f.channel JOIN up u ON u.name = f.channel
   WHERE k.retain IS NULL OR f.rn > k.n - k.retain
 ), del AS (
-  DELETE FROM messages m USING counts k, up u
-  WHERE u.name = k.channel AND k.retain IS NOT NULL AND m.channel = k.channel AND m.seq <= u.last_seq - k.retain
+  DELETE FROM messages m
+  WHERE m.ctid = ANY (ARRAY(
+    SELECT old.ctid FROM counts k JOIN up u ON u.name = k.channel
+    CROSS JOIN LATERAL (
+      SELECT o.ctid FROM messages o WHERE o.channel = k.channel AND o.seq <= u.last_seq - k.retain OFFSET 0
+    ) old
+    WHERE k.retain IS NOT NULL
+  ))
 )
 SELECT f.ord, u.last_seq - k.n + f.rn AS seq, NULL::text AS id, NULL::text AS data, NULL::bigint AS ts
 FROM fresh f JOIN counts k ON k.channel = f.channel JOIN up u ON u.name = f.channel
@@ -416,7 +427,7 @@ SELECT d.ord, d.seq, d.id, d.data, d.ts FROM dup d`;
  * side from ~450 to ~300 µs of CPU. (Behind PgBouncer in transaction mode
  * this needs PgBouncer 1.21+ with `max_prepared_statements` set.)
  */
-const BATCH_STATEMENT = 'parley_append_batch_v3';
+const BATCH_STATEMENT = 'parley_append_batch_v4';
 
 /**
  * Locks the channel rows (creating missing ones at 0) in name order, inside
