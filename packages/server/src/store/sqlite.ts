@@ -18,7 +18,7 @@ export interface SqliteHandle {
   transaction<A extends unknown[], R>(fn: (...args: A) => R): { immediate(...args: A): R };
 }
 interface SqliteStatement {
-  run(...params: unknown[]): unknown;
+  run(...params: unknown[]): { changes: number };
   get(...params: unknown[]): unknown;
   all(...params: unknown[]): unknown[];
 }
@@ -65,7 +65,7 @@ export class SqliteMessageStore implements MessageStore {
   private readonly upsertChannel: SqliteStatement;
   private readonly insertMessage: SqliteStatement;
   private readonly selectByIdempotencyKey: SqliteStatement;
-  private readonly upsertIdempotencyKey: SqliteStatement;
+  private readonly claimIdempotencyKey: SqliteStatement;
   private readonly deleteExpiredKeys: SqliteStatement;
   private readonly deleteOlderThan: SqliteStatement;
   private readonly selectRange: SqliteStatement;
@@ -94,11 +94,13 @@ export class SqliteMessageStore implements MessageStore {
     this.selectByIdempotencyKey = sqlite.prepare(
       'SELECT seq, id, data, ts FROM idempotency_keys WHERE channel = ? AND sender = ? AND idem_key = ? AND ts > ?',
     );
-    // A row still there for the same key is an expired one (a live one was found above): reuse it.
-    this.upsertIdempotencyKey = sqlite.prepare(
+    // Claims a key for a new message: inserts it, or takes over an expired row (used before the
+    // window's start, the last parameter). A live row is left alone: no change, the append is a retry.
+    this.claimIdempotencyKey = sqlite.prepare(
       `INSERT INTO idempotency_keys (channel, sender, idem_key, seq, id, data, ts) VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (channel, sender, idem_key) DO UPDATE
-       SET seq = excluded.seq, id = excluded.id, data = excluded.data, ts = excluded.ts`,
+       SET seq = excluded.seq, id = excluded.id, data = excluded.data, ts = excluded.ts
+       WHERE idempotency_keys.ts <= ?`,
     );
     this.deleteExpiredKeys = sqlite.prepare('DELETE FROM idempotency_keys WHERE ts <= ?');
     this.deleteOlderThan = sqlite.prepare('DELETE FROM messages WHERE channel = ? AND seq <= ?');
@@ -159,7 +161,7 @@ export class SqliteMessageStore implements MessageStore {
       let scopedKey: string | undefined;
       if (idempotencyKey !== undefined) {
         scopedKey = `${channel}\u0000${from}\u0000${idempotencyKey}`;
-        const earlier = batchKeys.get(scopedKey) ?? this.findByKey(channel, from, idempotencyKey, now);
+        const earlier = batchKeys.get(scopedKey);
         if (earlier) {
           results[i] = { message: earlier, duplicate: true };
           continue;
@@ -171,13 +173,20 @@ export class SqliteMessageStore implements MessageStore {
         seq = row ? row.last_seq : 0;
       }
       seq += 1;
-      lastSeq.set(channel, seq);
       const id = randomUUID();
       const value = data === undefined ? null : data;
       const json = JSON.stringify(value);
+      // The key is claimed first, in one statement: a fresh key (nearly every one) costs no look-up.
+      if (
+        idempotencyKey !== undefined &&
+        this.claimIdempotencyKey.run(channel, from, idempotencyKey, seq, id, json, now, now - IDEMPOTENCY_WINDOW_MS)
+          .changes === 0
+      ) {
+        results[i] = { message: this.findByKey(channel, from, idempotencyKey, now) as StoredMessage, duplicate: true };
+        continue;
+      }
+      lastSeq.set(channel, seq);
       this.insertMessage.run(channel, seq, id, from, json, now);
-      if (idempotencyKey !== undefined)
-        this.upsertIdempotencyKey.run(channel, from, idempotencyKey, seq, id, json, now);
       const message: StoredMessage = { id, channel, offset: seq, epoch: this.epoch, from, data: value, ts };
       if (scopedKey !== undefined) batchKeys.set(scopedKey, message);
       const keep = (batch[i] as PendingAppend).input.retain;
