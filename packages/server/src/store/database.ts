@@ -4,6 +4,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, Migrator, SqliteDialect } from 'kysely';
 import type { Logger } from 'pino';
 import { ParleyError } from '../errors.ts';
+import { SqliteCheckpointer } from './checkpointer.ts';
 import { migrationProvider } from './migrations/index.ts';
 import type { Tables } from './schema.ts';
 import { SqliteMessageStore } from './sqlite.ts';
@@ -14,12 +15,14 @@ export interface Database {
   readonly kind: 'sqlite' | 'postgres';
   readonly db: Kysely<Tables>;
   readonly messages: MessageStore;
+  /** SQLite on a file: the thread that checkpoints its write-ahead log. */
+  readonly checkpointer?: SqliteCheckpointer | undefined;
   close(): Promise<void>;
 }
 
 /** Opens the database named by DATABASE_URL and brings its schema up to date. */
 export async function openDatabase(url: string, log?: Logger, options: MessageStoreOptions = {}): Promise<Database> {
-  if (url.startsWith('sqlite:')) return openSqlite(url.slice('sqlite:'.length), options);
+  if (url.startsWith('sqlite:')) return openSqlite(url.slice('sqlite:'.length), options, log);
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
     // Loaded only when used, so an embedded instance never loads pg.
     const { openPostgres } = await import('./postgres.ts');
@@ -28,7 +31,7 @@ export async function openDatabase(url: string, log?: Logger, options: MessageSt
   throw new ParleyError('bad_request', `DATABASE_URL "${url.split(':')[0]}:…" is not sqlite: or postgres://`);
 }
 
-async function openSqlite(path: string, options: MessageStoreOptions): Promise<Database> {
+async function openSqlite(path: string, options: MessageStoreOptions, log?: Logger): Promise<Database> {
   const memory = path === ':memory:';
   if (!memory) mkdirSync(dirname(resolve(path)), { recursive: true });
   const sqlite = new BetterSqlite3(memory ? ':memory:' : path);
@@ -41,12 +44,16 @@ async function openSqlite(path: string, options: MessageStoreOptions): Promise<D
   const db = new Kysely<Tables>({ dialect: new SqliteDialect({ database: sqlite }) });
   await migrate(db);
   const messages = new SqliteMessageStore(sqlite, options);
+  // An in-memory database has no log to checkpoint.
+  const checkpointer = memory ? undefined : new SqliteCheckpointer(sqlite, path, log);
   return {
     kind: 'sqlite',
     db,
     messages,
+    checkpointer,
     async close() {
       await messages.close();
+      await checkpointer?.stop();
       await db.destroy();
     },
   };
