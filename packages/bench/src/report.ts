@@ -109,8 +109,8 @@ export interface IdleResult {
 
 export interface PersistResult {
   store: 'sqlite' | 'postgres';
-  /** Publishes with idempotency keys (the SDK's default); absent in older results. */
-  keyed?: boolean;
+  /** Publishes with idempotency keys (the SDK's default). */
+  keyed: boolean;
   acked: number;
   errors: number;
   firstError?: string | undefined;
@@ -283,8 +283,7 @@ export function ladderMarkdown(scenario: LadderResult): string {
           ms(s.max),
           fmt(s.serverUsPerDelivery, 2),
           `${fmt(s.serverCpuPct)} %`,
-          // Older results.json files have no kernel share.
-          s.serverKernelShare === undefined ? '' : `${fmt(s.serverKernelShare * 100)} %`,
+          `${fmt(s.serverKernelShare * 100)} %`,
           fmt(s.clientUsPerDelivery, 2),
           cpuNote(s),
           stepCheck(s),

@@ -36,13 +36,13 @@ export class SqliteCheckpointer {
     this.worker = new Worker(new URL('./checkpoint-worker.mjs', import.meta.url), { workerData: { path, everyMs } });
     // A checkpointer alone does not keep the process alive.
     this.worker.unref();
+    // A worker that fails emits 'error' and then 'exit'; without this listener the error would be thrown here.
     this.worker.on('error', (error) => {
       log?.warn({ err: error }, 'the SQLite checkpointer failed: checkpoints are automatic again');
-      this.fallBack();
     });
     this.exited = new Promise((resolve) => {
       this.worker.once('exit', () => {
-        if (!this.stopping) this.fallBack();
+        this.fallBack();
         resolve();
       });
     });

@@ -362,8 +362,9 @@ async function migrateWithLock(url: string): Promise<string> {
  *   subquery from being flattened back into that join.
  * - The result has one row per append written (id null: new, at `seq`) or
  *   found duplicate (the stored message).
+ *
+ * Exported for the tests that read its plan.
  */
-/** Exported for the test that reads its plan. */
 export const BATCH_SQL = `
 WITH input AS (
   SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[])
