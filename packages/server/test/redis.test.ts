@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { Writable } from 'node:stream';
+import { type Duplex, Writable } from 'node:stream';
 import { after, afterEach, before, describe, it } from 'node:test';
 import pino, { type Logger } from 'pino';
 import type { Publication } from '../src/broker/broker.ts';
@@ -201,6 +201,56 @@ describe('Redis backends on a redis-server of their own', { skip: redisServerSki
           "B: A's, once each, in order",
         );
         assert.equal(atB.filter((p) => p === sentinel).length, 1, 'B: its own, once');
+      } finally {
+        await Promise.all([a.close(), b.close()]);
+      }
+    });
+
+    it('sends the publications of one turn in one socket write, in order, and uncorks by the end of the turn', async () => {
+      const prefix = uniqueRedisPrefix('broker');
+      const a = await RedisBroker.connect({ url: redis.url, prefix, log: silent });
+      const b = await RedisBroker.connect({ url: redis.url, prefix, log: silent });
+      try {
+        const atB: Publication[] = [];
+        b.onPublication((publication) => atB.push(publication));
+        const ch = uniqueChannel('turn');
+        await b.subscribe(ch);
+
+        // The publisher's socket, seen from the stream side: every write that reaches it is one of these calls.
+        const socket = (a as unknown as { publisher: { stream: Duplex } }).publisher.stream;
+        const writes: number[] = [];
+        const streamInternals = socket as unknown as {
+          _write(chunk: unknown, encoding: string, done: () => void): void;
+          _writev(chunks: unknown[], done: () => void): void;
+        };
+        const write = streamInternals._write.bind(socket);
+        const writev = streamInternals._writev.bind(socket);
+        streamInternals._write = (chunk, encoding, done) => {
+          writes.push(1);
+          write(chunk, encoding, done);
+        };
+        streamInternals._writev = (chunks, done) => {
+          writes.push(chunks.length);
+          writev(chunks, done);
+        };
+
+        const burst = (from: number) =>
+          Array.from({ length: 100 }, (_, i) => a.publish({ channel: ch, offset: from + i, frame: `m${from + i}` }));
+        const first = burst(1);
+        assert.deepEqual(writes, [], 'nothing written before the turn ends');
+        await Promise.all(first);
+        assert.deepEqual(writes, [100], 'the 100 publications of the turn in one write');
+        assert.equal(socket.writableCorked, 0, 'uncorked once the turn was over');
+
+        // A later turn gets a write of its own.
+        await Promise.all(burst(101));
+        assert.deepEqual(writes, [100, 100]);
+        await waitUntil(() => atB.length === 200, 'both bursts at the other instance');
+        assert.deepEqual(
+          atB.map((p) => p.offset),
+          Array.from({ length: 200 }, (_, i) => i + 1),
+          'in the order published',
+        );
       } finally {
         await Promise.all([a.close(), b.close()]);
       }

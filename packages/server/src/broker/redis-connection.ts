@@ -41,8 +41,6 @@ export interface OpenRedisOptions {
   role: string;
   log: Logger;
   connectTimeoutMs?: number | undefined;
-  /** Commands sent in one event-loop turn leave in one write (in order). */
-  autoPipelining?: boolean | undefined;
 }
 
 /**
@@ -62,7 +60,6 @@ export async function openRedis(options: OpenRedisOptions): Promise<Redis> {
     disableClientInfo: true,
     connectionName: `parley-${options.role}`,
     retryStrategy: reconnectDelay,
-    enableAutoPipelining: options.autoPipelining === true,
   });
   let lastError: Error | undefined;
   // Without a listener an 'error' event would crash the process; connection
