@@ -252,15 +252,22 @@ interface Deployment {
   stop(): Promise<void>;
 }
 
+interface DeployOptions {
+  inspect?: boolean;
+  /** Parley on one instance: PostgreSQL instead of its embedded SQLite (two instances always use PostgreSQL). */
+  store?: 'sqlite' | 'postgres';
+}
+
 /**
- * One or two instances of `kind`. Parley: one instance on a SQLite file, two
- * on a PostgreSQL database of their own and Redis; the others: Redis when two.
+ * One or two instances of `kind`. Parley: one instance on a SQLite file (or,
+ * with `store: 'postgres'`, a PostgreSQL database of its own), two on a
+ * PostgreSQL database of their own and Redis; the others: Redis when two.
  */
 async function deploy(
   kind: ServerKind,
   instances: 1 | 2,
   extraEnv: Record<string, string> = {},
-  options: { inspect?: boolean } = {},
+  options: DeployOptions = {},
 ): Promise<Deployment> {
   const pin = pinning.enabled ? pinning.serverCpu : undefined;
   const undo: Array<() => Promise<unknown>> = [];
@@ -270,24 +277,21 @@ async function deploy(
   try {
     const envs: Array<Record<string, string>> = [];
     if (kind === 'parley') {
-      if (instances === 1) {
+      if (instances === 1 && options.store !== 'postgres') {
         const dir = mkdtempSync(join(tmpdir(), 'parley-bench-'));
         undo.push(async () => rmSync(dir, { recursive: true, force: true }));
         envs.push(parleyEnv(`sqlite:${join(dir, 'parley.db')}`, extraEnv));
       } else {
         const database = await createTestDatabase();
         undo.push(() => database.drop());
-        const prefix = uniqueRedisPrefix('bench');
-        undo.push(() => cleanupRedisPrefix(prefix));
+        let shared: Record<string, string> = {};
+        if (instances === 2) {
+          const prefix = uniqueRedisPrefix('bench');
+          undo.push(() => cleanupRedisPrefix(prefix));
+          shared = { REDIS_URL: REDIS_TEST_URL, REDIS_KEY_PREFIX: prefix };
+        }
         for (let i = 0; i < instances; i++)
-          envs.push(
-            parleyEnv(database.url, {
-              REDIS_URL: REDIS_TEST_URL,
-              REDIS_KEY_PREFIX: prefix,
-              INSTANCE_ID: `bench-${i + 1}`,
-              ...extraEnv,
-            }),
-          );
+          envs.push(parleyEnv(database.url, { ...shared, INSTANCE_ID: `bench-${i + 1}`, ...extraEnv }));
       }
     } else {
       const prefix = uniqueRedisPrefix(`bench-${kind}`);
@@ -380,7 +384,13 @@ function ladderSpecs(): Record<'fanout' | 'room' | 'cross', LadderSpec> {
   };
 }
 
-async function ladderForServer(spec: LadderSpec, kind: ServerKind, laterMs: number): Promise<LadderServerResult> {
+async function ladderForServer(
+  spec: LadderSpec,
+  kind: ServerKind,
+  laterMs: number,
+  options: { store?: 'postgres'; label?: string } = {},
+): Promise<LadderServerResult> {
+  const label = options.label ?? SERVER_LABEL[kind];
   const result: LadderServerResult = {
     server: kind,
     connectMs: 0,
@@ -389,7 +399,7 @@ async function ladderForServer(spec: LadderSpec, kind: ServerKind, laterMs: numb
     best: undefined,
     invalid: false,
   };
-  const deployment = await deploy(kind, spec.instances);
+  const deployment = await deploy(kind, spec.instances, {}, { store: options.store });
   const urls = deployment.servers.map((s) => s.wsUrl);
   const serverPids = deployment.servers.map((s) => s.pid);
   const receivers = spec.rooms * spec.roomSize;
@@ -435,16 +445,14 @@ async function ladderForServer(spec: LadderSpec, kind: ServerKind, laterMs: numb
     result.connections = connected.reduce((sum, c) => sum + c.opened, 0);
     const errors = connected.reduce((sum, c) => sum + c.errors, 0);
     if (errors > 0) throw new Error(`${errors} connections failed: ${connected.find((c) => c.firstError)?.firstError}`);
-    progress(
-      `${spec.name} ${SERVER_LABEL[kind]}: ${fmt(result.connections)} sockets open in ${fmt(result.connectMs)} ms`,
-    );
+    progress(`${spec.name} ${label}: ${fmt(result.connections)} sockets open in ${fmt(result.connectMs)} ms`);
     // Warm-up, not recorded: JIT, room creation (Parley stores rooms on first use), connection buffers.
     await runStep(loadgens.gens, serverPids, spec.rates[0]!, settings.quick ? 1 : 2, spec.latencyBoundMs);
-    progress(`${spec.name} ${SERVER_LABEL[kind]}: warmed up at ${fmt(spec.rates[0])}/s`);
+    progress(`${spec.name} ${label}: warmed up at ${fmt(spec.rates[0])}/s`);
     const stepMs = (settings.warmupSeconds + settings.stepSeconds) * 1000 + settings.drainMs + 1500;
     for (const rate of spec.rates) {
       if (remainingMs() - laterMs < stepMs + 5_000) {
-        progress(`${spec.name} ${SERVER_LABEL[kind]}: time budget reached, ladder stopped before ${rate}/s`);
+        progress(`${spec.name} ${label}: time budget reached, ladder stopped before ${rate}/s`);
         break;
       }
       const step = await runStep(loadgens.gens, serverPids, rate, settings.stepSeconds, spec.latencyBoundMs);
@@ -452,7 +460,7 @@ async function ladderForServer(spec: LadderSpec, kind: ServerKind, laterMs: numb
       if (step.duplicates || step.reordered || step.foreign) result.invalid = true;
       if (step.held) result.best = step;
       progress(
-        `${spec.name} ${SERVER_LABEL[kind].padEnd(11)} ${fmt(rate).padStart(6)}/s: ${fmt(step.deliveriesPerSec).padStart(9)} deliv/s  p50 ${fmt(step.p50, 2)}  p99 ${fmt(step.p99, 2)}  max ${fmt(step.max, 1)} ms  server ${fmt(step.serverUsPerDelivery, 2)} µs/deliv (${fmt(step.serverCpuPct)} %, kernel ${fmt(step.serverKernelShare * 100)} %)  client ${fmt(step.clientCpuPct)} %${step.clientSaturated ? ' SATURATED' : ''}  ${stepCheck(step)}  ${step.held ? 'held' : `NOT HELD: ${step.reason}`}`,
+        `${spec.name} ${label.padEnd(11)} ${fmt(rate).padStart(6)}/s: ${fmt(step.deliveriesPerSec).padStart(9)} deliv/s  p50 ${fmt(step.p50, 2)}  p99 ${fmt(step.p99, 2)}  max ${fmt(step.max, 1)} ms  server ${fmt(step.serverUsPerDelivery, 2)} µs/deliv (${fmt(step.serverCpuPct)} %, kernel ${fmt(step.serverKernelShare * 100)} %)  client ${fmt(step.clientCpuPct)} %${step.clientSaturated ? ' SATURATED' : ''}  ${stepCheck(step)}  ${step.held ? 'held' : `NOT HELD: ${step.reason}`}`,
       );
       if (!step.held) break;
     }
@@ -585,9 +593,11 @@ async function runStep(
 async function ladder(spec: LadderSpec): Promise<LadderResult> {
   progress(`── ${spec.title}`);
   const results: LadderServerResult[] = [];
+  const withReference = spec.name === 'cross' && settings.servers.includes('parley');
+  const perServerMs = settings.quick ? 12_000 : 25_000;
   for (const [index, kind] of settings.servers.entries()) {
     try {
-      const laterMs = (settings.servers.length - index - 1) * (settings.quick ? 12_000 : 25_000);
+      const laterMs = (settings.servers.length - index - 1 + (withReference ? 1 : 0)) * perServerMs;
       results.push(await ladderForServer(spec, kind, laterMs));
     } catch (error) {
       progress(`${spec.name} ${SERVER_LABEL[kind]}: FAILED: ${(error as Error).message}`);
@@ -602,13 +612,32 @@ async function ladder(spec: LadderSpec): Promise<LadderResult> {
       });
     }
   }
-  return {
+  const scenario: LadderResult = {
     name: spec.name,
     title: spec.title,
     description: spec.description,
     latencyBoundMs: spec.latencyBoundMs,
     results,
   };
+  const parley = results.find((r) => r.server === 'parley');
+  const heldRates = (parley?.steps ?? []).filter((step) => step.held).map((step) => step.offered);
+  if (withReference && heldRates.length > 0) {
+    // The same load on one instance on the same PostgreSQL, without Redis: what is left between
+    // the two is the cross-instance path alone, not the store.
+    const label = 'Parley, 1 instance on PostgreSQL';
+    try {
+      scenario.reference = {
+        label,
+        result: await ladderForServer({ ...spec, instances: 1, rates: heldRates }, 'parley', 0, {
+          store: 'postgres',
+          label: 'Parley 1×PG',
+        }),
+      };
+    } catch (error) {
+      progress(`${spec.name} ${label}: FAILED: ${(error as Error).message}`);
+    }
+  }
+  return scenario;
 }
 
 // ── idle ───────────────────────────────────────────────────────────────────
@@ -944,7 +973,14 @@ async function main(): Promise<void> {
       } else {
         const r = await ladder(specs[name]);
         results[name] = r;
-        markdown.push(ladderMarkdown(r));
+        // Cross-instance against the fan-out ladder of this same run: one instance on SQLite, the same load.
+        const fanout = name === 'cross' ? (results.fanout as LadderResult | undefined) : undefined;
+        markdown.push(
+          ladderMarkdown(
+            r,
+            fanout?.results.find((f) => f.server === 'parley'),
+          ),
+        );
         charts[name] = latencySvg(r);
       }
     }

@@ -58,6 +58,12 @@ export interface LadderResult {
   description: string;
   latencyBoundMs: number;
   results: LadderServerResult[];
+  /**
+   * Cross-instance only: Parley on one instance on the same PostgreSQL, without
+   * Redis, at the rates its two instances held, so the two differ only by
+   * the cross-instance path.
+   */
+  reference?: { label: string; result: LadderServerResult } | undefined;
 }
 
 export interface IdlePoint {
@@ -202,7 +208,58 @@ function cpuNote(step: StepResult): string {
 
 // ── ladders ────────────────────────────────────────────────────────────────
 
-export function ladderMarkdown(scenario: LadderResult): string {
+/**
+ * The cross-instance target's own comparison: Parley's two instances against
+ * one at the same offered load, on the same store (the reference ladder) and
+ * on the embedded SQLite (the fan-out ladder of the same run).
+ */
+function sameLoadMarkdown(scenario: LadderResult, sqlite: LadderServerResult | undefined): string[] {
+  const cross = scenario.results.find((r) => r.server === 'parley');
+  const reference = scenario.reference;
+  if (!cross || !reference) return [];
+  const stepAt = (r: LadderServerResult | undefined, rate: number) => r?.steps.find((s) => s.offered === rate);
+  const diff = (a: StepResult | undefined, b: StepResult | undefined) =>
+    a && b ? `${a.p99 >= b.p99 ? '+' : '−'}${fmt(Math.abs(a.p99 - b.p99), 2)}` : '–';
+  const rows = cross.steps
+    .filter((s) => s.held)
+    .map((s) => {
+      const pg = stepAt(reference.result, s.offered);
+      const lite = stepAt(sqlite, s.offered);
+      return [
+        fmt(s.offered),
+        ms(s.p50),
+        ms(s.p99),
+        ms(pg?.p50),
+        ms(pg?.p99),
+        diff(s, pg),
+        ms(lite?.p50),
+        ms(lite?.p99),
+        diff(s, lite),
+      ];
+    });
+  if (rows.length === 0) return [];
+  return [
+    `Parley's two instances against one at the same load (the target: p99 within 2 ms of one instance). ${reference.label}: the same 1,000 connections and publishers on one instance on a PostgreSQL database of its own, without Redis, so that what differs is the cross-instance path alone; one instance on SQLite: the fan-out ladder above (the embedded default, which syncs nothing at commit; PostgreSQL waits for its log to reach the disk).`,
+    '',
+    table(
+      [
+        'offered/s',
+        '2 instances p50 ms',
+        'p99 ms',
+        '1 on PostgreSQL p50',
+        'p99',
+        'p99 difference',
+        '1 on SQLite p50',
+        'p99',
+        'p99 difference',
+      ],
+      rows,
+    ),
+    '',
+  ];
+}
+
+export function ladderMarkdown(scenario: LadderResult, sameLoadSqlite?: LadderServerResult): string {
   const latencyBoundMs = scenario.latencyBoundMs;
   const servers = byServer(scenario.results);
   const best = servers.map((r) => r?.best);
@@ -250,6 +307,12 @@ export function ladderMarkdown(scenario: LadderResult): string {
     else if (r.steps.length > 0 && !r.error) notes.push(`${SERVER_LABEL[r.server]}: held every step run`);
   }
   if (notes.length > 0) lines.push(...notes.map((n) => `- ${n}`), '');
+  lines.push(...sameLoadMarkdown(scenario, sameLoadSqlite));
+  const reference = scenario.reference;
+  const labelled: Array<{ label: string; result: LadderServerResult }> = [
+    ...scenario.results.map((result) => ({ label: SERVER_LABEL[result.server], result })),
+    ...(reference ? [reference] : []),
+  ];
   lines.push(
     `<details><summary>every step (a step is held when nothing is lost, duplicated or reordered, p99 ≤ ${latencyBoundMs} ms and ≥ 95 % of the offered rate was sent)</summary>`,
     '',
@@ -271,9 +334,9 @@ export function ladderMarkdown(scenario: LadderResult): string {
         'check',
         'held',
       ],
-      scenario.results.flatMap((r) =>
-        r.steps.map((s) => [
-          SERVER_LABEL[r.server],
+      labelled.flatMap(({ label, result }) =>
+        result.steps.map((s) => [
+          label,
           fmt(s.offered),
           fmt(s.achieved),
           fmt(s.deliveriesPerSec),
