@@ -73,7 +73,7 @@ Scenarios (all by default, in this order):
   persist  Parley alone: pipelined publishes stored in SQLite, then PostgreSQL
 
 Options:
-  --quick                 short steps and smaller sizes (about 2 minutes)
+  --quick                 short steps and smaller sizes (about 3 minutes)
   --scenario <a,b>        only these scenarios (names above)
   --servers <a,b>         only these servers: parley, ws, socketio
   --step-seconds <n>      measured seconds per step (default 5, quick 2)
