@@ -188,10 +188,14 @@ export async function startLocalCluster(options: ClusterOptions): Promise<LocalC
       const nginxErrors: string[] = [];
       nginx.stderr?.on('data', (d) => nginxErrors.push(String(d)));
       url = `http://127.0.0.1:${port}`;
-      const nginxExited = new Promise<never>((_, reject) =>
-        nginx?.once('exit', (code) => reject(new Error(`nginx exited (${code}): ${nginxErrors.join('')}`))),
-      );
-      await Promise.race([waitReady(url, 10000), nginxExited]);
+      const nginxFailed = new Promise<never>((_, reject) => {
+        nginx?.once('exit', (code) => reject(new Error(`nginx exited (${code}): ${nginxErrors.join('')}`)));
+        // Not installed (ENOENT): say so now rather than after the readiness timeout.
+        nginx?.once('error', (error) =>
+          reject(new Error(`nginx did not start (${error.message}): install it (apt-get install nginx)`)),
+        );
+      });
+      await Promise.race([waitReady(url, 10000), nginxFailed]);
       log(`nginx on ${url} → ${instances.map((i) => i.port).join(', ')}`);
     }
     return { instances, url, startInstance, stop };

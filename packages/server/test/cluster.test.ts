@@ -1,18 +1,29 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { type LocalCluster, startLocalCluster } from '../../../deploy/local-cluster.ts';
 import { TokenService } from '../src/auth/tokens.ts';
 import { PRESENCE_REAP_MS } from '../src/channels/channel-service.ts';
 import { LIVENESS_TTL_MS } from '../src/presence/redis.ts';
 import { TEST_SECRET, TestSocket } from './helpers.ts';
-import { createTestDatabase, type TestDatabase } from './support/postgres.ts';
-import { cleanupRedisPrefix, REDIS_TEST_URL, uniqueRedisPrefix } from './support/redis.ts';
+import { createTestDatabase, postgresSkipReason, type TestDatabase } from './support/postgres.ts';
+import { cleanupRedisPrefix, REDIS_TEST_URL, redisSkipReason, uniqueRedisPrefix } from './support/redis.ts';
+
+/** nginx must be on the PATH (the cluster's front); CI installs it, so there its absence fails the run. */
+function nginxSkipReason(): string | false {
+  if (spawnSync('nginx', ['-v'], { stdio: 'ignore' }).status === 0) return false;
+  const reason = 'nginx is not installed (apt-get install nginx)';
+  if (process.env.CI === 'true') throw new Error(`${reason}; CI=true, so the cluster tests may not be skipped`);
+  return reason;
+}
+
+const skip = (await postgresSkipReason()) || (await redisSkipReason()) || nginxSkipReason();
 
 /**
  * Several real Parley processes on this machine's Redis and PostgreSQL, with
  * nginx in front (deploy/local-cluster.ts): they must behave as one service.
  */
-describe('a cluster of instances on Redis and PostgreSQL', () => {
+describe('a cluster of instances on Redis and PostgreSQL', { skip }, () => {
   let cluster: LocalCluster;
   let database: TestDatabase;
   let prefix: string;
