@@ -162,11 +162,20 @@ describe('Redis backends on a redis-server of their own', { skip: redisServerSki
       }
     });
 
-    it("hands its own publications to its own subscribers at once and drops Redis's echo of them", async () => {
+    /** Two instances' brokers on one prefix, closed after `body` whatever it does. */
+    async function withTwoBrokers(body: (a: RedisBroker, b: RedisBroker) => Promise<void>): Promise<void> {
       const prefix = uniqueRedisPrefix('broker');
       const a = await RedisBroker.connect({ url: redis.url, prefix, log: silent });
       const b = await RedisBroker.connect({ url: redis.url, prefix, log: silent });
       try {
+        await body(a, b);
+      } finally {
+        await Promise.all([a.close(), b.close()]);
+      }
+    }
+
+    it("hands its own publications to its own subscribers at once and drops Redis's echo of them", () =>
+      withTwoBrokers(async (a, b) => {
         const atA: Publication[] = [];
         const atB: Publication[] = [];
         a.onPublication((publication) => atA.push(publication));
@@ -201,16 +210,10 @@ describe('Redis backends on a redis-server of their own', { skip: redisServerSki
           "B: A's, once each, in order",
         );
         assert.equal(atB.filter((p) => p === sentinel).length, 1, 'B: its own, once');
-      } finally {
-        await Promise.all([a.close(), b.close()]);
-      }
-    });
+      }));
 
-    it('sends the publications of one turn in one socket write, in order, and uncorks by the end of the turn', async () => {
-      const prefix = uniqueRedisPrefix('broker');
-      const a = await RedisBroker.connect({ url: redis.url, prefix, log: silent });
-      const b = await RedisBroker.connect({ url: redis.url, prefix, log: silent });
-      try {
+    it('sends the publications of one turn in one socket write, in order, and uncorks by the end of the turn', () =>
+      withTwoBrokers(async (a, b) => {
         const atB: Publication[] = [];
         b.onPublication((publication) => atB.push(publication));
         const ch = uniqueChannel('turn');
@@ -251,10 +254,7 @@ describe('Redis backends on a redis-server of their own', { skip: redisServerSki
           Array.from({ length: 200 }, (_, i) => i + 1),
           'in the order published',
         );
-      } finally {
-        await Promise.all([a.close(), b.close()]);
-      }
-    });
+      }));
   });
 
   describe('RedisPresenceStore', () => {
