@@ -4,9 +4,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import BetterSqlite3 from 'better-sqlite3';
 import { sql } from 'kysely';
 import { SqliteCheckpointer } from '../src/store/checkpointer.ts';
 import { openDatabase } from '../src/store/database.ts';
+import { SqliteMessageStore } from '../src/store/sqlite.ts';
 import { waitUntil } from './helpers.ts';
 
 test('a SQLite file is checkpointed by its own thread, not inside the commits', async () => {
@@ -33,6 +35,55 @@ test('a SQLite file is checkpointed by its own thread, not inside the commits', 
   }
 });
 
+test('under commits with no pause between them, the log starts again from its beginning and stays small', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'parley-checkpoint-'));
+  const file = join(dir, 'parley.db');
+  // Migrated by the usual path, then reopened with a small log limit.
+  await (await openDatabase(`sqlite:${file}`)).close();
+  const sqlite = new BetterSqlite3(file);
+  const store = new SqliteMessageStore(sqlite);
+  const limitBytes = 1024 * 1024;
+  const checkpointer = new SqliteCheckpointer(sqlite, file, { writes: store, limitBytes, everyMs: 10 });
+  const walSize = () => statSync(`${file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+  try {
+    let largest = 0;
+    let stored = 0;
+    const deadline = Date.now() + 20_000;
+    // Each round is one commit of 500 (group commit) and the next begins as soon as it is stored.
+    // Without the holds the log only grows: by tens of MB a second here.
+    while (checkpointer.holds.count < 3) {
+      assert.ok(Date.now() < deadline, `the checkpointer held the commits ${checkpointer.holds.count} times in 20 s`);
+      const results = await Promise.all(
+        Array.from({ length: 500 }, (_, j) =>
+          store.append({ channel: `room:r${j % 10}`, from: 'alice', data: { j, text: 'x'.repeat(100) } }),
+        ),
+      );
+      stored += results.length;
+      largest = Math.max(largest, walSize());
+      assert.ok(largest < 16 * limitBytes, `the log reached ${largest} bytes, over 16 times the limit`);
+    }
+    // journal_size_limit: once started again, the file is cut back to the limit.
+    await waitUntil(() => walSize() <= limitBytes, 'the log file cut back to its limit', 5000);
+    // Held commits were delayed, never dropped: every channel's offsets run on without a gap.
+    const { n, last } = sqlite.prepare('SELECT count(*) AS n, sum(last_seq) AS last FROM channels').get() as {
+      n: number;
+      last: number;
+    };
+    assert.equal(n, 10);
+    assert.equal(last, stored);
+    assert.equal(
+      (sqlite.prepare('SELECT count(*) AS n FROM messages').get() as { n: number }).n,
+      stored,
+      'every append is stored once',
+    );
+  } finally {
+    await store.close();
+    await checkpointer.stop();
+    sqlite.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('an in-memory SQLite database has no checkpointer', async () => {
   const database = await openDatabase('sqlite::memory:');
   try {
@@ -49,7 +100,7 @@ test('when the checkpointer thread fails, automatic checkpoints come back on', a
   const log = { warn: (_: unknown, message: string) => warnings.push(message) };
   try {
     // A directory cannot be opened as a database: the worker's connection throws.
-    const checkpointer = new SqliteCheckpointer({ pragma: (s: string) => pragmas.push(s) }, dir, log as never);
+    const checkpointer = new SqliteCheckpointer({ pragma: (s: string) => pragmas.push(s) }, dir, { log: log as never });
     await waitUntil(() => pragmas.includes('wal_autocheckpoint = 1000'), 'automatic checkpoints back on', 5000);
     assert.equal(pragmas[0], 'wal_autocheckpoint = 0');
     assert.match(warnings.join('\n'), /checkpointer failed/);

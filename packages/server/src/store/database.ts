@@ -45,7 +45,7 @@ async function openSqlite(path: string, options: MessageStoreOptions, log?: Logg
   await migrate(db);
   const messages = new SqliteMessageStore(sqlite, options);
   // An in-memory database has no log to checkpoint.
-  const checkpointer = memory ? undefined : new SqliteCheckpointer(sqlite, path, log);
+  const checkpointer = memory ? undefined : new SqliteCheckpointer(sqlite, path, { log, writes: messages });
   return {
     kind: 'sqlite',
     db,

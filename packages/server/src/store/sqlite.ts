@@ -56,6 +56,8 @@ export class SqliteMessageStore implements MessageStore {
   readonly epoch: string;
   private pending: PendingAppend[] = [];
   private flushScheduled = false;
+  /** Commits held by the checkpointer while it empties the log (checkpointer.ts): appends queue meanwhile. */
+  private held = false;
   private closed = false;
   private readonly now: () => number;
   /** When the write transaction next deletes expired idempotency keys. */
@@ -122,15 +124,29 @@ export class SqliteMessageStore implements MessageStore {
     if (this.closed) return Promise.reject(new ParleyError('unavailable', 'the message store is closed'));
     return new Promise((resolve, reject) => {
       this.pending.push({ input, resolve, reject });
-      if (!this.flushScheduled) {
+      if (!this.flushScheduled && !this.held) {
         this.flushScheduled = true;
         setImmediate(this.flush);
       }
     });
   }
 
+  holdWrites(): void {
+    this.held = true;
+  }
+
+  resumeWrites(): void {
+    if (!this.held) return;
+    this.held = false;
+    if (this.pending.length > 0 && !this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
   private readonly flush = (): void => {
     this.flushScheduled = false;
+    if (this.held) return;
     const batch = this.pending;
     if (batch.length === 0) return;
     this.pending = [];
@@ -280,6 +296,7 @@ export class SqliteMessageStore implements MessageStore {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    this.held = false;
     this.flush();
     this.closed = true;
   }
