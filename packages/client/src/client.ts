@@ -866,17 +866,31 @@ function getterFailure(error: unknown): ParleyError {
   return new ParleyError('unavailable', 'the token getter failed', { cause: error });
 }
 
+const HEX = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'));
+
 /**
- * A fresh idempotency key (a UUID v4), as `publish` makes when given none: an
- * app that retries a failed send itself keeps one per draft. `crypto.randomUUID`
- * exists only in secure contexts, so plain-HTTP pages get one from getRandomValues.
+ * A fresh idempotency key, as `publish` makes when given none: an app that
+ * retries a failed send itself keeps one per draft. It is a UUID v7 (RFC 9562):
+ * 48 bits of Unix time in milliseconds, then 74 random bits. Keys that begin
+ * with the time reach the server in about the order of their bytes, so its key
+ * index takes each at the end of what that sender already has instead of at a
+ * random page: on SQLite that halves the cost of a keyed publish (benchmarks.md).
+ * getRandomValues, unlike `crypto.randomUUID`, also exists on plain-HTTP pages.
  */
-export function newIdempotencyKey(): string {
-  const crypto = globalThis.crypto;
-  if (typeof crypto.randomUUID === 'function') return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  bytes[6] = ((bytes[6] as number) & 0x0f) | 0x40;
+export function newIdempotencyKey(now: number = Date.now()): string {
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(16));
+  // Six bytes of milliseconds, most significant first (past 2^32, so no bitwise operators).
+  let time = now;
+  for (let i = 5; i >= 0; i--) {
+    bytes[i] = time % 256;
+    time = Math.floor(time / 256);
+  }
+  bytes[6] = ((bytes[6] as number) & 0x0f) | 0x70;
   bytes[8] = ((bytes[8] as number) & 0x3f) | 0x80;
-  const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  let hex = '';
+  for (let i = 0; i < 16; i++) {
+    if (i === 4 || i === 6 || i === 8 || i === 10) hex += '-';
+    hex += HEX[bytes[i] as number];
+  }
+  return hex;
 }

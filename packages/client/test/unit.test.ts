@@ -1,9 +1,30 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { backoffDelay, DEFAULT_BACKOFF, ReconnectBackoff } from '../src/backoff.ts';
+import { newIdempotencyKey } from '../src/client.ts';
 import { decodeJwtExp, MIN_REFRESH_DELAY_MS, refreshDelay } from '../src/jwt.ts';
 import { ChannelSequencer } from '../src/sequencer.ts';
 import { CLOSE_ADVICE, type StoredMessage } from '../src/wire.ts';
+
+describe('idempotency keys', () => {
+  const UUID_V7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+  test('a key is a UUID v7 whose first 48 bits are the time in milliseconds', () => {
+    const now = Date.UTC(2026, 11, 2, 14, 5, 6, 789);
+    const key = newIdempotencyKey(now);
+    assert.match(key, UUID_V7);
+    assert.equal(Number.parseInt(key.slice(0, 8) + key.slice(9, 13), 16), now);
+    assert.match(newIdempotencyKey(), UUID_V7);
+  });
+
+  test('keys made later sort after earlier ones, and no two are alike', () => {
+    const start = Date.UTC(2026, 0, 1);
+    const keys = Array.from({ length: 2000 }, (_, i) => newIdempotencyKey(start + i));
+    assert.deepEqual([...keys].sort(), keys);
+    const sameMillisecond = Array.from({ length: 2000 }, () => newIdempotencyKey(start));
+    assert.equal(new Set([...keys, ...sameMillisecond]).size, 4000);
+  });
+});
 
 describe('backoff', () => {
   test('full jitter: the delay spans [0, initial·2^attempt), from 0 up to just under the ceiling', () => {
