@@ -173,9 +173,16 @@ export interface PersistCommand {
   maxMessages: number;
   durationMs: number;
   localAddresses: string[];
-  /** Every publish carries an idempotency key of its own, as the SDK's do. */
-  keyed: boolean;
+  keys: KeyKind;
 }
+
+/**
+ * The idempotency key each persisted publish carries: none (as the other
+ * scenarios send them), the SDK's own (`newIdempotencyKey`, a UUID v7 that
+ * begins with the time), or a random UUID v4, as an app that makes its own
+ * with `crypto.randomUUID()` sends.
+ */
+export type KeyKind = 'none' | 'sdk' | 'uuid4';
 
 export type ToLoadgen =
   | ConnectCommand

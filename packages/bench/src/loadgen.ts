@@ -10,6 +10,8 @@
  * duplicates and reordering per room exactly; losses are what the
  * orchestrator expects less the distinct deliveries.
  */
+import { randomUUID } from 'node:crypto';
+import { newIdempotencyKey } from '@parley/client';
 import WebSocket from 'ws';
 import {
   type ConnectCommand,
@@ -316,6 +318,7 @@ async function persist(command: PersistCommand): Promise<void> {
     conns.push(
       await openSocket(connectCommand, 0, undefined, command.localAddresses[i % command.localAddresses.length]!),
     );
+  const makeKey = command.keys === 'uuid4' ? randomUUID : newIdempotencyKey;
   let issued = 0;
   let acked = 0;
   let errors = 0;
@@ -339,8 +342,7 @@ async function persist(command: PersistCommand): Promise<void> {
       const id = ++seqRef.seq;
       const ts = nowUs();
       sent.set(id, ts);
-      // The SDK's keys are UUIDs (36 characters); this one is as long, and unique per publish.
-      const key = command.keyed ? `,"idempotencyKey":"${room}-${String(id).padStart(35 - room.length, '0')}"` : '';
+      const key = command.keys === 'none' ? '' : `,"idempotencyKey":"${makeKey()}"`;
       ws.send(`{"type":"publish","id":${id},"channel":"room:${room}"${key},"data":${payload(room, id, ts)}}`);
     }
     if (issued >= command.maxMessages) stopped = true;

@@ -806,19 +806,16 @@ async function persist(): Promise<PersistScenario> {
   const connections = 8;
   const window = 64;
   const durationMs = settings.quick ? 2000 : 5000;
-  const description = `Parley's store alone: ${connections} WebSocket connections each keep ${window} publishes (with ids) in flight to a room of their own, for ${durationMs / 1000} s, with no subscribers; a publish counts when its reply (the stored message) arrives. At the end the rows in the store's messages table are counted and must equal the acknowledged publishes. Each store is measured twice: publishes without idempotency keys, as the other scenarios send them, then each with a key of its own, as the SDK sends every publish (the store then also looks the key up and records it).`;
+  const description = `Parley's store alone: ${connections} WebSocket connections each keep ${window} publishes (with ids) in flight to a room of their own, for ${durationMs / 1000} s, with no subscribers; a publish counts when its reply (the stored message) arrives. At the end the rows in the store's messages table are counted and must equal the acknowledged publishes. Each store is measured three times: publishes without idempotency keys, as the other scenarios send them; each with a key of its own as the SDK makes them (a UUID v7, which begins with the time), as the SDK sends every publish; and each with a random UUID v4, as an app that makes its own keys with \`crypto.randomUUID()\` sends. A keyed publish also claims its key in the store's key table.`;
   const results: PersistResult[] = [];
-  const runs = [
-    { store: 'sqlite', keyed: false },
-    { store: 'sqlite', keyed: true },
-    { store: 'postgres', keyed: false },
-    { store: 'postgres', keyed: true },
-  ] as const;
-  for (const { store, keyed } of runs) {
-    const label = `${store}${keyed ? ' keyed' : ''}`;
+  const runs = (['sqlite', 'postgres'] as const).flatMap((store) =>
+    (['none', 'sdk', 'uuid4'] as const).map((keys) => ({ store, keys })),
+  );
+  for (const { store, keys } of runs) {
+    const label = `${store}${keys === 'none' ? '' : ` ${keys} keys`}`;
     const entry: PersistResult = {
       store,
-      keyed,
+      keys,
       acked: 0,
       errors: 0,
       seconds: 0,
@@ -858,7 +855,7 @@ async function persist(): Promise<PersistScenario> {
           maxMessages: 1_000_000,
           durationMs,
           localAddresses: LOCAL_ADDRESSES,
-          keyed,
+          keys,
         },
         'persisted',
         durationMs + 60_000,
@@ -894,7 +891,7 @@ async function persist(): Promise<PersistScenario> {
       }
       entry.verified = entry.countInStore === entry.acked && entry.errors === 0;
       progress(
-        `persist ${label.padEnd(14)}: ${fmt(entry.storedPerSec)} stored msgs/s (${fmt(entry.acked)} acknowledged, ${fmt(entry.countInStore)} rows: ${entry.verified ? 'verified' : 'MISMATCH'}), ack p50 ${fmt(entry.ackP50, 2)} p99 ${fmt(entry.ackP99, 2)} ms, server ${fmt(entry.serverUsPerMessage, 1)} µs/msg (${fmt(entry.serverCpuPct)} %)${entry.errors ? `, ${entry.errors} errors: ${entry.firstError}` : ''}`,
+        `persist ${label.padEnd(20)}: ${fmt(entry.storedPerSec)} stored msgs/s (${fmt(entry.acked)} acknowledged, ${fmt(entry.countInStore)} rows: ${entry.verified ? 'verified' : 'MISMATCH'}), ack p50 ${fmt(entry.ackP50, 2)} p99 ${fmt(entry.ackP99, 2)} ms, server ${fmt(entry.serverUsPerMessage, 1)} µs/msg (${fmt(entry.serverCpuPct)} %)${entry.errors ? `, ${entry.errors} errors: ${entry.firstError}` : ''}`,
       );
     } catch (error) {
       entry.error = (error as Error).message.split('\n')[0]!;

@@ -26,7 +26,7 @@ const [a, b] = cluster.instances;
 
 async function open(url: string, user: string) {
   const { token } = await tokens.issue(user, 'user');
-  const ws = new WebSocket(url.replace('http', 'ws') + '/ws', { headers: { authorization: `Bearer ${token}` } });
+  const ws = new WebSocket(`${url.replace('http', 'ws')}/ws`, { headers: { authorization: `Bearer ${token}` } });
   await new Promise((r) => ws.once('message', r));
   return ws;
 }

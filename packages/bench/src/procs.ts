@@ -288,7 +288,14 @@ export class Loadgen {
   static start(pin: string | undefined): Loadgen {
     // BENCH_LOADGEN_NODE_ARGS: extra node flags for profiling the generator (say --cpu-prof).
     const extra = (process.env.BENCH_LOADGEN_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    const [file, args] = command(pin, [...extra, '--max-old-space-size=4096', '--import', 'tsx', loadgenEntry]);
+    const [file, args] = command(pin, [
+      ...extra,
+      '--max-old-space-size=4096',
+      '--conditions=@parley/source',
+      '--import',
+      'tsx',
+      loadgenEntry,
+    ]);
     return new Loadgen(spawn(file, args, { cwd: repoRoot, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
   }
 

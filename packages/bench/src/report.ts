@@ -2,7 +2,7 @@
  * Results: the shapes kept in results.json, the Markdown tables and the SVG
  * chart (drawn by hand: log-scale offered rate against log-scale latency).
  */
-import { SERVER_LABEL, type ServerKind } from './common.ts';
+import { type KeyKind, SERVER_LABEL, type ServerKind } from './common.ts';
 
 export interface StepResult {
   offered: number;
@@ -115,8 +115,8 @@ export interface IdleResult {
 
 export interface PersistResult {
   store: 'sqlite' | 'postgres';
-  /** Publishes with idempotency keys (the SDK's default). */
-  keyed: boolean;
+  /** The idempotency keys the publishes carried (the SDK always sends one). */
+  keys: KeyKind;
   acked: number;
   errors: number;
   firstError?: string | undefined;
@@ -445,9 +445,15 @@ export function idleMarkdown(scenario: IdleResult): string {
 
 // ── persisted ──────────────────────────────────────────────────────────────
 
+const KEY_LABEL: Record<KeyKind, string> = {
+  none: '',
+  sdk: ', with the SDK’s keys (UUID v7)',
+  uuid4: ', with random keys (UUID v4)',
+};
+
 export function persistMarkdown(scenario: PersistScenario): string {
   const rows = scenario.results.map((r) => [
-    `${r.store === 'sqlite' ? 'SQLite' : 'PostgreSQL'}${r.keyed ? ', with idempotency keys' : ''}`,
+    `${r.store === 'sqlite' ? 'SQLite' : 'PostgreSQL'}${KEY_LABEL[r.keys]}`,
     r.error ? `failed: ${r.error}` : fmt(r.storedPerSec),
     fmt(r.acked),
     fmt(r.countInStore),
