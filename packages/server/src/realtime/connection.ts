@@ -139,7 +139,11 @@ export class Connection implements Subscriber {
   /** Raw socket writes of pre-framed pushes; off when permessage-deflate was negotiated. */
   private readonly rawWrites: boolean;
   private readonly socket: RawSocket;
-  private corked = false;
+  /**
+   * This turn's pre-framed writes: none yet, the one frame held until the turn
+   * ends, or `true` once a second came and both went into the corked socket.
+   */
+  private turnWrites: Buffer | true | undefined;
   private tokens: number;
   /** Milliseconds since CLOCK_ZERO: a small integer is stored in the object, a Date.now() is a 16-byte box. */
   private lastRefill = Date.now() - CLOCK_ZERO;
@@ -226,9 +230,18 @@ export class Connection implements Subscriber {
     else ws.send(frame.payload, TEXT_FRAME);
   }
 
-  uncork(): void {
-    this.corked = false;
-    this.socket.uncork();
+  /**
+   * The turn is over: its one held frame is written as it is (a corked write
+   * costs about 0.5 µs more, and at moderate rates a socket gets one frame a
+   * turn), or the corked socket lets its frames go in one writev.
+   */
+  endTurn(): void {
+    const held = this.turnWrites;
+    if (held === undefined) return;
+    this.turnWrites = undefined;
+    if (held === true) this.socket.uncork();
+    // Closed meanwhile (terminated, or ws answered the peer's close frame): nothing may follow the close.
+    else if (this.ws.readyState === OPEN) this.socket.write(held);
   }
 
   /** True when a pre-framed write goes out in order with what `ws` itself sent (nothing of its own queued). */
@@ -240,14 +253,20 @@ export class Connection implements Subscriber {
     );
   }
 
-  /** A complete frame, corked until the end of the turn with everything else this socket gets in it. */
+  /** A complete frame, held until the end of the turn with everything else this socket gets in it. */
   private writeRaw(wire: Buffer): void {
-    if (!this.corked) {
-      this.corked = true;
+    const held = this.turnWrites;
+    if (held === undefined) {
+      this.turnWrites = wire;
+      this.gateway.endOfTurn.add(this);
+    } else if (held === true) {
+      this.socket.write(wire);
+    } else {
+      this.turnWrites = true;
       this.socket.cork();
-      this.gateway.corks.add(this);
+      this.socket.write(held);
+      this.socket.write(wire);
     }
-    this.socket.write(wire);
   }
 
   send(frame: Buffer | string): void {
@@ -366,6 +385,8 @@ export class Connection implements Subscriber {
     this.state = 'closed';
     this.sentCloseCode = code;
     this.ctx.metrics.stats.closed(code);
+    // What this turn sent goes before the close frame.
+    this.endTurn();
     this.ws.close(code, reason);
     // A peer that never answers the close handshake is cut off.
     setTimeout(() => this.ws.terminate(), 2000).unref();
@@ -394,8 +415,8 @@ export class Connection implements Subscriber {
       return;
     }
     this.missedPongs++;
-    // The same two bytes for every socket. Not corked: a socket rarely gets anything else in the
-    // heartbeat's turn (it joins the cork if it does), and a corked write costs more than a plain one.
+    // The same two bytes for every socket, written at once: a socket rarely gets anything else in
+    // the heartbeat's turn, and a ping may go before a frame held for the turn's end.
     if (this.canWriteRaw()) this.socket.write(PING_FRAME);
     else this.ws.ping();
   }

@@ -6,7 +6,7 @@ import { tokenOf } from '../auth/http-auth.ts';
 import { CloseCode } from './close-codes.ts';
 import { Connection, ConnectionSocket, type Route } from './connection.ts';
 import { Heartbeats } from './heartbeat.ts';
-import { CorkBatch } from './outbound.ts';
+import { EndOfTurn } from './outbound.ts';
 
 /** How often token expiry is checked, for every connection at once. */
 const EXPIRY_SWEEP_MS = 1000;
@@ -72,7 +72,7 @@ export class Gateway {
   private readonly wss: WsServer<typeof ConnectionSocket>;
   readonly connections = new Set<Connection>();
   /** One per instance: every socket written to in a turn is uncorked once at its end. */
-  readonly corks = new CorkBatch();
+  readonly endOfTurn = new EndOfTurn();
   private readonly perUser = new Map<string, number>();
   /** One timer for all connections, each pinged once per HEARTBEAT_MS in a slice of its own. */
   private readonly heartbeats: Heartbeats<Connection>;

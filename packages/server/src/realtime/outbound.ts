@@ -50,25 +50,26 @@ function frameWithHeader(length: number): Buffer {
 /** A ping with no payload, as a server sends it (unmasked). */
 export const PING_FRAME: Buffer = Buffer.from([0x89, 0x00]);
 
-/** Something holding a corked socket, uncorked at the end of the turn. */
-export interface Corkable {
-  uncork(): void;
+/** Something holding writes of this turn back, to write them when the turn is over. */
+export interface TurnWriter {
+  endTurn(): void;
 }
 
 /**
- * Coalesces writes: a socket is corked on its first write in a turn and every
- * corked socket is uncorked once the turn's synchronous work and microtasks
- * are done, so all the frames one socket gets in a turn leave in one writev.
- * A burst of publications then costs one system call per socket, not one per
- * message per socket.
+ * Coalesces writes: the frames one socket gets in a turn are held until the
+ * turn's synchronous work and microtasks are done, then leave together. A
+ * burst of publications then costs one system call per socket, not one per
+ * message per socket. The holding is the writer's (Connection.writeRaw): a
+ * lone frame is written as it is, several go through a corked socket into one
+ * writev.
  */
-export class CorkBatch {
-  private corked: Corkable[] = [];
+export class EndOfTurn {
+  private writers: TurnWriter[] = [];
   private scheduled = false;
 
-  /** `holder` has just corked its socket. */
-  add(holder: Corkable): void {
-    this.corked.push(holder);
+  /** `writer` holds writes of this turn. */
+  add(writer: TurnWriter): void {
+    this.writers.push(writer);
     if (!this.scheduled) {
       this.scheduled = true;
       process.nextTick(this.flush);
@@ -77,8 +78,8 @@ export class CorkBatch {
 
   private readonly flush = (): void => {
     this.scheduled = false;
-    const corked = this.corked;
-    this.corked = [];
-    for (let i = 0; i < corked.length; i++) (corked[i] as Corkable).uncork();
+    const writers = this.writers;
+    this.writers = [];
+    for (let i = 0; i < writers.length; i++) (writers[i] as TurnWriter).endTurn();
   };
 }
