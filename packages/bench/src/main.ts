@@ -6,7 +6,7 @@
  * (results.json, results.md, fanout-latency.svg and friends). See --help and
  * docs/benchmarks.md.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -806,7 +806,7 @@ async function persist(): Promise<PersistScenario> {
   const connections = 8;
   const window = 64;
   const durationMs = settings.quick ? 2000 : 5000;
-  const description = `Parley's store alone: ${connections} WebSocket connections each keep ${window} publishes (with ids) in flight to a room of their own, for ${durationMs / 1000} s, with no subscribers; a publish counts when its reply (the stored message) arrives. At the end the rows in the store's messages table are counted and must equal the acknowledged publishes. Each store is measured three times: publishes without idempotency keys, as the other scenarios send them; each with a key of its own as the SDK makes them (a UUID v7, which begins with the time), as the SDK sends every publish; and each with a random UUID v4, as an app that makes its own keys with \`crypto.randomUUID()\` sends. A keyed publish also claims its key in the store's key table.`;
+  const description = `Parley's store alone: ${connections} WebSocket connections each keep ${window} publishes (with ids) in flight to a room of their own, for ${durationMs / 1000} s, with no subscribers; a publish counts when its reply (the stored message) arrives. At the end the rows in the store's messages table are counted and must equal the acknowledged publishes. Each store is measured three times: publishes without idempotency keys, as the other scenarios send them; each with a key of its own as the SDK makes them (a UUID v7, which begins with the time), as the SDK sends every publish; and each with a random UUID v4, as an app that makes its own keys with \`crypto.randomUUID()\` sends. A keyed publish also claims its key in the store's key table. On SQLite the size of the write-ahead log file is sampled every 50 ms: the checkpointer keeps it near 64 MiB however long the commits follow each other.`;
   const results: PersistResult[] = [];
   const runs = (['sqlite', 'postgres'] as const).flatMap((store) =>
     (['none', 'sdk', 'uuid4'] as const).map((keys) => ({ store, keys })),
@@ -844,6 +844,14 @@ async function persist(): Promise<PersistScenario> {
       server = await startServer('parley', parleyEnv(databaseUrl), pinning.enabled ? pinning.serverCpu : undefined);
       loadgens = await startLoadgens(1);
       const { token } = await tokens.issue('bench', 'user');
+      // SQLite's write-ahead log, sampled: under back-to-back commits it is what grows (Profiles).
+      const walFile = store === 'sqlite' ? `${databaseUrl.slice('sqlite:'.length)}-wal` : undefined;
+      const walSampler = walFile
+        ? setInterval(() => {
+            const bytes = statSync(walFile, { throwIfNoEntry: false })?.size ?? 0;
+            entry.largestLogMiB = Math.max(entry.largestLogMiB ?? 0, bytes / 2 ** 20);
+          }, 50)
+        : undefined;
       const cpu0 = cpuSeconds(server.pid);
       const report = await loadgens.gens[0]!.request(
         {
@@ -861,6 +869,7 @@ async function persist(): Promise<PersistScenario> {
         durationMs + 60_000,
       );
       const cpu = cpuSeconds(server.pid) - cpu0;
+      clearInterval(walSampler);
       const hist = new Histogram();
       hist.add(report.latency);
       entry.acked = report.acked;
@@ -891,7 +900,7 @@ async function persist(): Promise<PersistScenario> {
       }
       entry.verified = entry.countInStore === entry.acked && entry.errors === 0;
       progress(
-        `persist ${label.padEnd(20)}: ${fmt(entry.storedPerSec)} stored msgs/s (${fmt(entry.acked)} acknowledged, ${fmt(entry.countInStore)} rows: ${entry.verified ? 'verified' : 'MISMATCH'}), ack p50 ${fmt(entry.ackP50, 2)} p99 ${fmt(entry.ackP99, 2)} ms, server ${fmt(entry.serverUsPerMessage, 1)} µs/msg (${fmt(entry.serverCpuPct)} %)${entry.errors ? `, ${entry.errors} errors: ${entry.firstError}` : ''}`,
+        `persist ${label.padEnd(20)}: ${fmt(entry.storedPerSec)} stored msgs/s (${fmt(entry.acked)} acknowledged, ${fmt(entry.countInStore)} rows: ${entry.verified ? 'verified' : 'MISMATCH'}), ack p50 ${fmt(entry.ackP50, 2)} p99 ${fmt(entry.ackP99, 2)} ms, server ${fmt(entry.serverUsPerMessage, 1)} µs/msg (${fmt(entry.serverCpuPct)} %)${entry.largestLogMiB === undefined ? '' : `, log up to ${fmt(entry.largestLogMiB)} MiB`}${entry.errors ? `, ${entry.errors} errors: ${entry.firstError}` : ''}`,
       );
     } catch (error) {
       entry.error = (error as Error).message.split('\n')[0]!;

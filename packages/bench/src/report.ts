@@ -128,6 +128,8 @@ export interface PersistResult {
   ackP99: number;
   serverUsPerMessage: number;
   serverCpuPct: number;
+  /** SQLite: the largest size of its write-ahead log file seen during the run (sampled every 50 ms). */
+  largestLogMiB?: number | undefined;
   error?: string;
 }
 
@@ -462,6 +464,7 @@ export function persistMarkdown(scenario: PersistScenario): string {
     ms(r.ackP99),
     fmt(r.serverUsPerMessage, 1),
     `${fmt(r.serverCpuPct)} %`,
+    r.largestLogMiB === undefined ? '–' : fmt(r.largestLogMiB),
     r.errors ? `${r.errors} (${r.firstError})` : '0',
   ]);
   return [
@@ -480,6 +483,7 @@ export function persistMarkdown(scenario: PersistScenario): string {
         'ack p99 ms',
         'server CPU µs/msg',
         'server CPU',
+        'largest log MiB',
         'errors',
       ],
       rows,
