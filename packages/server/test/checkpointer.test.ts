@@ -84,6 +84,41 @@ test('under commits with no pause between them, the log starts again from its be
   }
 });
 
+test('while a reader elsewhere keeps the log from restarting, the checkpointer backs off instead of holding every pass', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'parley-checkpoint-'));
+  const file = join(dir, 'parley.db');
+  await (await openDatabase(`sqlite:${file}`)).close();
+  const sqlite = new BetterSqlite3(file);
+  const store = new SqliteMessageStore(sqlite);
+  const checkpointer = new SqliteCheckpointer(sqlite, file, { writes: store, limitBytes: 256 * 1024, everyMs: 10 });
+  // Another connection in a read transaction: SQLite may not copy past its snapshot nor restart the log.
+  const reader = new BetterSqlite3(file, { readonly: true });
+  reader.prepare('BEGIN').run();
+  reader.prepare('SELECT count(*) FROM messages').get();
+  try {
+    const started = Date.now();
+    // 1.5 s of back-to-back commits: some 150 passes of 10 ms, each finding the log over its limit.
+    while (Date.now() - started < 1500) {
+      await Promise.all(
+        Array.from({ length: 500 }, (_, j) =>
+          store.append({ channel: `room:r${j % 10}`, from: 'alice', data: { j, text: 'x'.repeat(100) } }),
+        ),
+      );
+    }
+    const { count } = checkpointer.holds;
+    assert.ok(count >= 1, 'the log passed its limit, so the checkpointer tried');
+    // Holds that restart nothing are spaced 1 s, 2 s, 4 s… apart.
+    assert.ok(count <= 3, `held ${count} times in 1.5 s`);
+  } finally {
+    reader.prepare('COMMIT').run();
+    reader.close();
+    await store.close();
+    await checkpointer.stop();
+    sqlite.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('an in-memory SQLite database has no checkpointer', async () => {
   const database = await openDatabase('sqlite::memory:');
   try {

@@ -7,6 +7,7 @@
  * beginning. 'stop' closes the connection.
  * Plain JavaScript: a worker thread does not get the tsx loader of the main one.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import BetterSqlite3 from 'better-sqlite3';
 
@@ -28,11 +29,52 @@ function checkpoint() {
   }
 }
 
+/** The longest pause between two holds that did not restart the log. */
+const MAX_BACKOFF_MS = 30_000;
+
+/**
+ * The log header's checkpoint sequence number (bytes 12-15, big-endian), which
+ * SQLite increments each time it starts the log again; undefined if unreadable.
+ */
+function logSequence() {
+  const header = Buffer.alloc(4);
+  let fd;
+  try {
+    fd = openSync(`${path}-wal`, 'r');
+    return readSync(fd, header, 0, 4, 12) === 4 ? header.readUInt32BE(0) : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 let draining = false;
+/** After a hold, until a later pass tells whether the log restarted: its length then, and its sequence. */
+let afterHold;
+let backoffMs = 0;
+let nextDrainAt = 0;
+
 const timer = setInterval(() => {
   if (draining) return;
   const result = checkpoint();
-  if (result === undefined || result.log < limitPages) return;
+  if (result === undefined) return;
+  if (afterHold !== undefined) {
+    // A log that restarted has a new sequence. One that grew on without was held for nothing: a
+    // reader of another connection still needs its frames, or another process writes to it.
+    // Holding again at every pass would delay every commit for as long as that lasts, so back off.
+    const sequence = logSequence();
+    if (sequence !== afterHold.sequence) {
+      backoffMs = 0;
+      afterHold = undefined;
+    } else if (result.log > afterHold.log) {
+      backoffMs = Math.min(Math.max(backoffMs * 2, 1000), MAX_BACKOFF_MS);
+      nextDrainAt = Date.now() + backoffMs;
+      afterHold = undefined;
+    }
+    // Otherwise nothing was committed since: no verdict yet.
+  }
+  if (afterHold !== undefined || result.log < limitPages || Date.now() < nextDrainAt) return;
   // What the commits added during this pass is copied now, while they go on:
   // the main thread then holds them only for what arrives during the next one.
   checkpoint();
@@ -42,7 +84,7 @@ const timer = setInterval(() => {
 
 parentPort?.on('message', (message) => {
   if (message === 'held') {
-    checkpoint();
+    afterHold = { log: checkpoint()?.log ?? 0, sequence: logSequence() };
     draining = false;
     parentPort?.postMessage('drained');
     return;
