@@ -8,6 +8,8 @@
  * The server runs pinned to CPU 0 and this process (the clients) to CPU 1
  * where taskset allows, as in the bench. Parley stores on SQLite in memory.
  * Environment:
+ *   DATABASE_URL  Parley's store instead (`sqlite:/tmp/x/parley.db` for a file,
+ *                 as the bench's fan-out ladder uses)
  *   WARM=N        publish N messages first, as fast as they are delivered, so
  *                 the JIT has optimized the hot path (a long-running server's
  *                 state) before the measured window; default 0
@@ -38,7 +40,7 @@ const server = await startServer(
   {
     ...(KIND === 'parley'
       ? {
-          DATABASE_URL: 'sqlite::memory:',
+          DATABASE_URL: process.env.DATABASE_URL ?? 'sqlite::memory:',
           JWT_SECRET: secret,
           LOG_LEVEL: 'warn',
           RATE_LIMIT_PER_SEC: '100000',
