@@ -59,7 +59,7 @@ export class SqliteCheckpointer {
   private holdTimer: NodeJS.Timeout | undefined;
   private heldAt = 0;
   private stopping = false;
-  /** How many times the commits were held, and for how long in all: for tests and the bench's probes. */
+  /** How many times the commits were held, and for how long in all: for tests and probes. */
   readonly holds = { count: 0, totalMs: 0, maxMs: 0 };
 
   constructor(
