@@ -165,11 +165,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const rooms = new RoomsService(database.db);
   let gateway: Gateway | undefined;
   let hub: Hub | undefined;
-  const metrics: Metrics = new Metrics(config.instanceId, {
-    connections: () => gateway?.connections.size ?? 0,
-    subscriptions: () => gateway?.subscriptionCount() ?? 0,
-    channels: () => hub?.channelCount ?? 0,
-  });
+  const metrics: Metrics = new Metrics(
+    config.instanceId,
+    {
+      connections: () => gateway?.connections.size ?? 0,
+      subscriptions: () => gateway?.subscriptionCount() ?? 0,
+      channels: () => hub?.channelCount ?? 0,
+    },
+    database.checkpointer,
+  );
   hub = new Hub(broker, database.messages, log, metrics);
   const channels = new ChannelService({
     store: database.messages,

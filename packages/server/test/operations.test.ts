@@ -160,6 +160,29 @@ test('GET /metrics: Prometheus text with the instance counters', async () => {
   }
 });
 
+test("GET /metrics on a SQLite file: the checkpointer's holds of the commits, and none on an in-memory store", async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'parley-metrics-'));
+  const server = await startServer({ DATABASE_URL: `sqlite:${join(dir, 'parley.db')}` });
+  const memory = await startServer();
+  try {
+    const before = await server.http('GET', '/metrics');
+    assert.match(before.text, /^parley_sqlite_log_holds_total\{[^}]*\} 0$/m);
+    assert.match(before.text, /^parley_sqlite_log_held_seconds_total\{[^}]*\} 0$/m);
+    // Two holds as the checkpointer records them (a real one needs some 64 MB of log: checkpointer.test.ts).
+    const holds = server.parley.ctx.database.checkpointer?.holds as { count: number; totalMs: number };
+    holds.count += 2;
+    holds.totalMs += 30;
+    const after = await scrape(server);
+    assert.equal(after('parley_sqlite_log_holds_total'), 2);
+    assert.equal(after('parley_sqlite_log_held_seconds_total'), 0.03);
+    assert.doesNotMatch((await memory.http('GET', '/metrics')).text, /parley_sqlite_log_holds_total/);
+  } finally {
+    await server.close();
+    await memory.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 /** Scrapes /metrics; the returned function reads one sample (0 when the series does not exist yet). */
 async function scrape(server: TestServer): Promise<(name: string, labels?: Record<string, string>) => number> {
   const response = await server.http('GET', '/metrics');

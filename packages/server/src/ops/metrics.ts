@@ -84,7 +84,12 @@ export class Metrics {
   /** Seconds a broker publish took. */
   readonly brokerLatency: Histogram;
 
-  constructor(instance: string, gauges: { connections(): number; subscriptions(): number; channels(): number }) {
+  constructor(
+    instance: string,
+    gauges: { connections(): number; subscriptions(): number; channels(): number },
+    /** SQLite on a file: the checkpointer, whose holds of the group commit are counted. */
+    checkpointer?: { readonly holds: { readonly count: number; readonly totalMs: number } },
+  ) {
     const registry = this.registry;
     registry.setDefaultLabels({ instance });
     // Process CPU and memory, GC, and nodejs_eventloop_lag_* (event-loop lag).
@@ -143,6 +148,21 @@ export class Metrics {
       () => stats.authFailures,
     );
     mirroredByLabel(registry, 'parley_closes_total', 'WebSocket closes by close code', 'code', () => stats.closes);
+    if (checkpointer) {
+      const { holds } = checkpointer;
+      mirrored(
+        registry,
+        'parley_sqlite_log_holds_total',
+        "Times the SQLite checkpointer held the store's commits to start its log again",
+        () => holds.count,
+      );
+      mirrored(
+        registry,
+        'parley_sqlite_log_held_seconds_total',
+        "Seconds the store's commits were held for the SQLite checkpointer",
+        () => holds.totalMs / 1000,
+      );
+    }
 
     const buckets = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
     this.deliveryLatency = new Histogram({
