@@ -168,21 +168,10 @@ export class SqliteMessageStore implements MessageStore {
     const ts = new Date(now).toISOString();
     const lastSeq = new Map<string, number>();
     const retain = new Map<string, number>();
-    // Keys used earlier in this same batch are not in the table yet.
-    const batchKeys = new Map<string, StoredMessage>();
     const results: AppendResult[] = new Array(batch.length);
 
     for (let i = 0; i < batch.length; i++) {
       const { channel, from, data, idempotencyKey } = (batch[i] as PendingAppend).input;
-      let scopedKey: string | undefined;
-      if (idempotencyKey !== undefined) {
-        scopedKey = `${channel}\u0000${from}\u0000${idempotencyKey}`;
-        const earlier = batchKeys.get(scopedKey);
-        if (earlier) {
-          results[i] = { message: earlier, duplicate: true };
-          continue;
-        }
-      }
       let seq = lastSeq.get(channel);
       if (seq === undefined) {
         const row = this.selectLastSeq.get(channel) as { last_seq: number } | undefined;
@@ -193,6 +182,7 @@ export class SqliteMessageStore implements MessageStore {
       const value = data === undefined ? null : data;
       const json = JSON.stringify(value);
       // The key is claimed first, in one statement: a fresh key (nearly every one) costs no look-up.
+      // A key used earlier in this same batch is already in the table: the transaction sees its own rows.
       if (
         idempotencyKey !== undefined &&
         this.claimIdempotencyKey.run(channel, from, idempotencyKey, seq, id, json, now, now - IDEMPOTENCY_WINDOW_MS)
@@ -204,7 +194,6 @@ export class SqliteMessageStore implements MessageStore {
       lastSeq.set(channel, seq);
       this.insertMessage.run(channel, seq, id, from, json, now);
       const message: StoredMessage = { id, channel, offset: seq, epoch: this.epoch, from, data: value, ts };
-      if (scopedKey !== undefined) batchKeys.set(scopedKey, message);
       const keep = (batch[i] as PendingAppend).input.retain;
       if (keep !== undefined) retain.set(channel, keep);
       results[i] = { message, duplicate: false, dataJson: json };
