@@ -35,15 +35,41 @@ test('a SQLite file is checkpointed by its own thread, not inside the commits', 
   }
 });
 
-test('under commits with no pause between them, the log starts again from its beginning and stays small', async () => {
+/**
+ * A migrated SQLite file, its message store and a checkpointer with a small log
+ * limit and a short interval, built from the parts (openDatabase fixes both).
+ */
+async function storeWithCheckpointer(limitBytes: number) {
   const dir = await mkdtemp(join(tmpdir(), 'parley-checkpoint-'));
   const file = join(dir, 'parley.db');
-  // Migrated by the usual path, then reopened with a small log limit.
   await (await openDatabase(`sqlite:${file}`)).close();
   const sqlite = new BetterSqlite3(file);
   const store = new SqliteMessageStore(sqlite);
-  const limitBytes = 1024 * 1024;
   const checkpointer = new SqliteCheckpointer(sqlite, file, { writes: store, limitBytes, everyMs: 10 });
+  return {
+    file,
+    sqlite,
+    store,
+    checkpointer,
+    /** One commit of 500 appends (group commit), resolved once stored. */
+    commitRound: () =>
+      Promise.all(
+        Array.from({ length: 500 }, (_, j) =>
+          store.append({ channel: `room:r${j % 10}`, from: 'alice', data: { j, text: 'x'.repeat(100) } }),
+        ),
+      ),
+    async close() {
+      await store.close();
+      await checkpointer.stop();
+      sqlite.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+test('under commits with no pause between them, the log starts again from its beginning and stays small', async () => {
+  const limitBytes = 1024 * 1024;
+  const { file, sqlite, checkpointer, commitRound, close } = await storeWithCheckpointer(limitBytes);
   const walSize = () => statSync(`${file}-wal`, { throwIfNoEntry: false })?.size ?? 0;
   try {
     let largest = 0;
@@ -53,12 +79,7 @@ test('under commits with no pause between them, the log starts again from its be
     // Without the holds the log only grows: by tens of MB a second here.
     while (checkpointer.holds.count < 3) {
       assert.ok(Date.now() < deadline, `the checkpointer held the commits ${checkpointer.holds.count} times in 20 s`);
-      const results = await Promise.all(
-        Array.from({ length: 500 }, (_, j) =>
-          store.append({ channel: `room:r${j % 10}`, from: 'alice', data: { j, text: 'x'.repeat(100) } }),
-        ),
-      );
-      stored += results.length;
+      stored += (await commitRound()).length;
       largest = Math.max(largest, walSize());
       assert.ok(largest < 16 * limitBytes, `the log reached ${largest} bytes, over 16 times the limit`);
     }
@@ -77,20 +98,12 @@ test('under commits with no pause between them, the log starts again from its be
       'every append is stored once',
     );
   } finally {
-    await store.close();
-    await checkpointer.stop();
-    sqlite.close();
-    await rm(dir, { recursive: true, force: true });
+    await close();
   }
 });
 
 test('while a reader elsewhere keeps the log from restarting, the checkpointer backs off instead of holding every pass', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'parley-checkpoint-'));
-  const file = join(dir, 'parley.db');
-  await (await openDatabase(`sqlite:${file}`)).close();
-  const sqlite = new BetterSqlite3(file);
-  const store = new SqliteMessageStore(sqlite);
-  const checkpointer = new SqliteCheckpointer(sqlite, file, { writes: store, limitBytes: 256 * 1024, everyMs: 10 });
+  const { file, checkpointer, commitRound, close } = await storeWithCheckpointer(256 * 1024);
   // Another connection in a read transaction: SQLite may not copy past its snapshot nor restart the log.
   const reader = new BetterSqlite3(file, { readonly: true });
   reader.prepare('BEGIN').run();
@@ -98,13 +111,7 @@ test('while a reader elsewhere keeps the log from restarting, the checkpointer b
   try {
     const started = Date.now();
     // 1.5 s of back-to-back commits: some 150 passes of 10 ms, each finding the log over its limit.
-    while (Date.now() - started < 1500) {
-      await Promise.all(
-        Array.from({ length: 500 }, (_, j) =>
-          store.append({ channel: `room:r${j % 10}`, from: 'alice', data: { j, text: 'x'.repeat(100) } }),
-        ),
-      );
-    }
+    while (Date.now() - started < 1500) await commitRound();
     const { count } = checkpointer.holds;
     assert.ok(count >= 1, 'the log passed its limit, so the checkpointer tried');
     // Holds that restart nothing are spaced 1 s, 2 s, 4 s… apart.
@@ -112,10 +119,7 @@ test('while a reader elsewhere keeps the log from restarting, the checkpointer b
   } finally {
     reader.prepare('COMMIT').run();
     reader.close();
-    await store.close();
-    await checkpointer.stop();
-    sqlite.close();
-    await rm(dir, { recursive: true, force: true });
+    await close();
   }
 });
 

@@ -5,6 +5,7 @@ import * as ws from 'ws';
 import type { Connection } from '../src/realtime/connection.ts';
 import { EndOfTurn, Outbound, PING_FRAME, textFrame, textFrameOf } from '../src/realtime/outbound.ts';
 import { startServer, type TestServer, waitUntil } from './helpers.ts';
+import { recordWrites } from './support/socket-writes.ts';
 
 // ws's own framer, the reference for ours (not in its published types).
 const { Sender } = ws as unknown as {
@@ -73,22 +74,7 @@ describe('a connection writes what it gets in one turn', () => {
     const { connectionId } = await client.welcome();
     const connection = [...server.parley.gateway.connections].find((c) => c.id === connectionId) as Connection;
     const socket = (connection as unknown as { socket: Socket }).socket;
-    const writes: number[] = [];
-    const stream = socket as unknown as {
-      _write(chunk: Buffer, encoding: string, done: () => void): void;
-      _writev(chunks: unknown[], done: () => void): void;
-    };
-    const write = stream._write.bind(socket);
-    const writev = stream._writev.bind(socket);
-    stream._write = (chunk, encoding, done) => {
-      writes.push(1);
-      write(chunk, encoding, done);
-    };
-    stream._writev = (chunks, done) => {
-      writes.push(chunks.length);
-      writev(chunks, done);
-    };
-    return { client, connection, socket, writes };
+    return { client, connection, socket, writes: recordWrites(socket) };
   }
 
   const push = (n: number) => new Outbound(Buffer.from(`{"type":"message","n":${n}}`));

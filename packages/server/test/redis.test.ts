@@ -16,6 +16,7 @@ import {
   testRedisClient,
   uniqueRedisPrefix,
 } from './support/redis.ts';
+import { recordWrites } from './support/socket-writes.ts';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.ts';
 
 /**
@@ -221,21 +222,7 @@ describe('Redis backends on a redis-server of their own', { skip: redisServerSki
 
         // The publisher's socket, seen from the stream side: every write that reaches it is one of these calls.
         const socket = (a as unknown as { publisher: { stream: Duplex } }).publisher.stream;
-        const writes: number[] = [];
-        const streamInternals = socket as unknown as {
-          _write(chunk: unknown, encoding: string, done: () => void): void;
-          _writev(chunks: unknown[], done: () => void): void;
-        };
-        const write = streamInternals._write.bind(socket);
-        const writev = streamInternals._writev.bind(socket);
-        streamInternals._write = (chunk, encoding, done) => {
-          writes.push(1);
-          write(chunk, encoding, done);
-        };
-        streamInternals._writev = (chunks, done) => {
-          writes.push(chunks.length);
-          writev(chunks, done);
-        };
+        const writes = recordWrites(socket);
 
         const burst = (from: number) =>
           Array.from({ length: 100 }, (_, i) => a.publish({ channel: ch, offset: from + i, frame: `m${from + i}` }));
