@@ -1,8 +1,9 @@
 /**
  * A load generator: a child process of main.ts (pinned to its own core when
- * `taskset` allows), driven over IPC. It opens receivers and publishers over
- * plain `ws` for every server, speaking each server's own wire protocol, so
- * its cost per delivery is the same whichever server it measures.
+ * `taskset` allows), driven over IPC. Publishers speak over plain `ws`,
+ * receivers over the bare client of raw-client.ts, each speaking the
+ * server's own wire protocol, so its cost per delivery is the same whichever
+ * server it measures.
  *
  * A delivery costs it one Buffer.indexOf for `"seq":`, one for `"ts":`, a
  * few byte compares and a histogram increment: no JSON.parse, no strings.
@@ -27,6 +28,7 @@ import {
   sleep,
   type ToLoadgen,
 } from './common.ts';
+import { type MessageHandler, openRawClient, type RawClient } from './raw-client.ts';
 
 const SEQ_KEY = Buffer.from('"seq":');
 const TS_KEY = Buffer.from('"ts":');
@@ -53,7 +55,7 @@ let unexpectedCloses = 0;
 let closeCodes: Record<string, number> = {};
 let publishErrors = 0;
 let quiescing = false;
-const sockets: WebSocket[] = [];
+const sockets: Array<{ terminate(): void }> = [];
 
 function roomCounters(room: string): RoomCounters {
   let counters = rooms.get(room);
@@ -64,9 +66,9 @@ function roomCounters(room: string): RoomCounters {
   return counters;
 }
 
-function parseUint(data: Buffer, start: number): number {
+function parseUint(data: Buffer, start: number, end: number): number {
   let value = 0;
-  for (let i = start; i < data.length; i++) {
+  for (let i = start; i < end; i++) {
     const c = data[i]!;
     if (c < ZERO || c > NINE) break;
     value = value * 10 + (c - ZERO);
@@ -82,29 +84,28 @@ class Receiver {
   private last = 0;
 
   constructor(
-    private readonly ws: WebSocket,
     private readonly counters: RoomCounters,
     room: string,
-    private readonly pingReply: boolean,
+    /** Socket.IO only: answers Engine.IO's ping, or the server drops us. */
+    private readonly pong: (() => void) | undefined,
   ) {
     this.roomTag = Buffer.from(`"${room}",`);
   }
 
-  readonly onMessage = (data: Buffer): void => {
-    const at = data.indexOf(SEQ_KEY);
-    if (at < 0) {
-      // Engine.IO ping: answer, or the server drops us.
-      if (this.pingReply && data.length === 1 && data[0] === 0x32) this.ws.send('3');
+  readonly onMessage: MessageHandler = (data, start, end) => {
+    const at = data.indexOf(SEQ_KEY, start);
+    if (at < 0 || at >= end) {
+      if (this.pong && end - start === 1 && data[start] === 0x32) this.pong();
       return;
     }
     const tagAt = at - this.roomTag.length;
-    if (tagAt < 0 || data.compare(this.roomTag, 0, this.roomTag.length, tagAt, at) !== 0) {
+    if (tagAt < start || data.compare(this.roomTag, 0, this.roomTag.length, tagAt, at) !== 0) {
       this.counters.foreign++;
       return;
     }
-    const seq = parseUint(data, at + SEQ_KEY.length);
+    const seq = parseUint(data, at + SEQ_KEY.length, end);
     const tsAt = data.indexOf(TS_KEY, at + SEQ_KEY.length);
-    const ts = tsAt < 0 ? 0 : parseUint(data, tsAt + TS_KEY.length);
+    const ts = tsAt < 0 || tsAt >= end ? 0 : parseUint(data, tsAt + TS_KEY.length, end);
     const byte = seq >>> 3;
     if (byte >= this.seen.length) {
       const grown = new Uint8Array(Math.max(this.seen.length * 2, byte + 1024));
@@ -123,7 +124,7 @@ class Receiver {
     if (ts >= windowStartUs && ts < windowEndUs) {
       latency.record(nowUs() - ts);
       windowDeliveries++;
-      windowBytes += data.length;
+      windowBytes += end - start;
     }
   };
 }
@@ -149,10 +150,46 @@ function socketUrl(kind: ServerKind, base: string, room: string | undefined): st
 }
 
 /**
- * Opens one socket and walks it through the server's handshake: Parley's
- * welcome and (for a receiver) subscribe reply, Engine.IO's open packet and
- * Socket.IO's namespace connect, or just the upgrade for ws-baseline.
+ * The server's handshake after the upgrade, fed its messages one by one:
+ * Parley's welcome and (for a receiver) the subscribe reply, Engine.IO's open
+ * packet and Socket.IO's namespace connect; ws-baseline has none.
  */
+class Handshake {
+  private stage = 0;
+
+  constructor(
+    private readonly kind: ServerKind,
+    private readonly room: string | undefined,
+    private readonly send: (text: string) => void,
+  ) {}
+
+  get doneAtUpgrade(): boolean {
+    return this.kind === 'ws';
+  }
+
+  /** 'done', 'wait' for the next message, or why it failed. */
+  next(text: string): 'done' | 'wait' | Error {
+    if (this.kind === 'parley') {
+      if (this.stage === 0) {
+        if (!text.includes('"type":"welcome"')) return new Error(`expected welcome, got ${text.slice(0, 120)}`);
+        this.stage = 1;
+        if (this.room === undefined) return 'done';
+        this.send(JSON.stringify({ type: 'subscribe', channel: `room:${this.room}`, id: 1 }));
+      } else if (text.includes('"type":"reply"')) return 'done';
+      else if (text.includes('"type":"error"')) return new Error(`subscribe failed: ${text.slice(0, 200)}`);
+    } else if (this.kind === 'socketio') {
+      if (text === '2') this.send('3');
+      else if (this.stage === 0 && text.startsWith('0{')) {
+        this.stage = 1;
+        this.send('40');
+      } else if (this.stage === 1 && text.startsWith('40')) return 'done';
+      else if (text.startsWith('44')) return new Error(`namespace refused: ${text.slice(0, 120)}`);
+    }
+    return 'wait';
+  }
+}
+
+/** Opens a publisher's (or the persist scenario's) socket over `ws`, handshake done. */
 function openSocket(
   command: ConnectCommand,
   instance: number,
@@ -189,28 +226,68 @@ function openSocket(
     };
     ws.on('error', fail);
     ws.on('close', (code) => fail(new Error(`closed ${code} during handshake`)));
-    let stage = 0;
+    const handshake = new Handshake(kind, room, (text) => ws.send(text));
     ws.on('message', (raw: Buffer) => {
-      const text = raw.toString();
-      if (kind === 'parley') {
-        if (stage === 0) {
-          if (!text.includes('"type":"welcome"')) return fail(new Error(`expected welcome, got ${text.slice(0, 120)}`));
-          stage = 1;
-          if (room === undefined) return done();
-          ws.send(JSON.stringify({ type: 'subscribe', channel: `room:${room}`, id: 1 }));
-        } else if (text.includes('"type":"reply"')) done();
-        else if (text.includes('"type":"error"')) fail(new Error(`subscribe failed: ${text.slice(0, 200)}`));
-      } else if (kind === 'socketio') {
-        if (text === '2') ws.send('3');
-        else if (stage === 0 && text.startsWith('0{')) {
-          stage = 1;
-          ws.send('40');
-        } else if (stage === 1 && text.startsWith('40')) done();
-        else if (text.startsWith('44')) fail(new Error(`namespace refused: ${text.slice(0, 120)}`));
-      }
+      const outcome = handshake.next(raw.toString());
+      if (outcome === 'done') done();
+      else if (outcome instanceof Error) fail(outcome);
     });
-    if (kind === 'ws') ws.on('open', done);
+    if (handshake.doneAtUpgrade) ws.on('open', done);
   });
+}
+
+/**
+ * Opens a receiver's socket with the bare client (raw-client.ts) and, once
+ * its handshake is done, hands its messages to `receiver` from the very
+ * next one on.
+ */
+async function openReceiver(
+  command: ConnectCommand,
+  instance: number,
+  room: string,
+  localAddress: string,
+  makeReceiver: (client: RawClient) => Receiver,
+): Promise<RawClient> {
+  const { kind, token } = command;
+  let client: RawClient | undefined;
+  let outcome: 'done' | 'wait' | Error = 'wait';
+  let settle: (() => void) | undefined;
+  const handshake = new Handshake(kind, room, (text) => client?.send(text));
+  const onHandshakeMessage: MessageHandler = (data, start, end) => {
+    outcome = handshake.next(data.toString('utf8', start, end));
+    if (outcome === 'done' && client) client.onMessage = makeReceiver(client).onMessage;
+    if (outcome !== 'wait') settle?.();
+  };
+  const opened = await openRawClient(socketUrl(kind, command.urls[instance]!, room), {
+    onMessage: onHandshakeMessage,
+    onOpen: (opened) => {
+      client = opened;
+    },
+    headers: kind === 'parley' ? { authorization: `Bearer ${token}` } : {},
+    localAddress,
+    timeoutMs: command.timeoutMs,
+  });
+  if (handshake.doneAtUpgrade) {
+    opened.onMessage = makeReceiver(opened).onMessage;
+    return opened;
+  }
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => finish(new Error('handshake timed out')), command.timeoutMs);
+    const finish = (error?: Error) => {
+      clearTimeout(timer);
+      settle = undefined;
+      if (error) {
+        opened.terminate();
+        reject(error);
+      } else resolve();
+    };
+    opened.onClose = (code) => finish(new Error(`closed ${code} during handshake`));
+    settle = () => finish(outcome instanceof Error ? outcome : undefined);
+    // The first messages may have come with the upgrade response itself.
+    if (outcome !== 'wait') settle();
+  });
+  opened.onClose = () => {};
+  return opened;
 }
 
 async function connect(command: ConnectCommand): Promise<void> {
@@ -232,26 +309,33 @@ async function connect(command: ConnectCommand): Promise<void> {
       const address = command.localAddresses[next % command.localAddresses.length]!;
       next++;
       try {
-        // A publisher connects without a room: it is not one of the receivers.
-        const ws = await openSocket(command, job.instance, job.publisher ? undefined : job.room, address);
-        opened++;
-        sockets.push(ws);
-        ws.on('close', (code) => {
+        const onClose = (code: number) => {
           if (quiescing) return;
           unexpectedCloses++;
           closeCodes[code] = (closeCodes[code] ?? 0) + 1;
-        });
+        };
         if (job.publisher) {
+          // A publisher connects without a room: it is not one of the receivers.
+          const ws = await openSocket(command, job.instance, undefined, address);
+          ws.on('close', onClose);
           publishers.push({ ws, room: job.room!, seq: 0 });
           ws.on('message', (data: Buffer) => {
             if (data.length === 1 && data[0] === 0x32) ws.send('3');
             else if (data.includes('"type":"error"')) publishErrors++;
           });
+          sockets.push(ws);
         } else {
-          const counters = roomCounters(job.room!);
-          counters.members++;
-          ws.on('message', new Receiver(ws, counters, job.room!, command.kind === 'socketio').onMessage);
+          const room = job.room!;
+          const counters = roomCounters(room);
+          const pong = command.kind === 'socketio';
+          const client = await openReceiver(command, job.instance, room, address, (opened) => {
+            counters.members++;
+            return new Receiver(counters, room, pong ? () => opened.send('3') : undefined);
+          });
+          client.onClose = onClose;
+          sockets.push(client);
         }
+        opened++;
       } catch (error) {
         errors++;
         firstError ??= (error as Error).message;
