@@ -621,7 +621,8 @@ async function ladder(spec: LadderSpec): Promise<LadderResult> {
         connections: 0,
         steps: [],
         best: undefined,
-        invalid: true,
+        // Not "invalid": nothing was delivered wrongly; the error says what failed.
+        invalid: false,
         error: (error as Error).message.split('\n')[0]!,
       });
     }
