@@ -237,11 +237,11 @@ function openSocket(
 }
 
 /**
- * Opens a receiver's socket with the bare client (raw-client.ts) and, once
- * its handshake is done, hands its messages to `receiver` from the very
- * next one on.
+ * Opens a receiver's socket with the bare client (raw-client.ts), walks it
+ * through the handshake, and from the message after that on hands its
+ * messages to the receiver `makeReceiver` returns.
  */
-async function openReceiver(
+function openReceiver(
   command: ConnectCommand,
   instance: number,
   room: string,
@@ -249,45 +249,43 @@ async function openReceiver(
   makeReceiver: (client: RawClient) => Receiver,
 ): Promise<RawClient> {
   const { kind, token } = command;
-  let client: RawClient | undefined;
-  let outcome: 'done' | 'wait' | Error = 'wait';
-  let settle: (() => void) | undefined;
-  const handshake = new Handshake(kind, room, (text) => client?.send(text));
-  const onHandshakeMessage: MessageHandler = (data, start, end) => {
-    outcome = handshake.next(data.toString('utf8', start, end));
-    if (outcome === 'done' && client) client.onMessage = makeReceiver(client).onMessage;
-    if (outcome !== 'wait') settle?.();
-  };
-  const opened = await openRawClient(socketUrl(kind, command.urls[instance]!, room), {
-    onMessage: onHandshakeMessage,
-    onOpen: (opened) => {
-      client = opened;
-    },
-    headers: kind === 'parley' ? { authorization: `Bearer ${token}` } : {},
-    localAddress,
-    timeoutMs: command.timeoutMs,
-  });
-  if (handshake.doneAtUpgrade) {
-    opened.onMessage = makeReceiver(opened).onMessage;
-    return opened;
-  }
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => finish(new Error('handshake timed out')), command.timeoutMs);
-    const finish = (error?: Error) => {
+  return new Promise<RawClient>((resolve, reject) => {
+    let client: RawClient | undefined;
+    let settled = false;
+    const timer = setTimeout(() => fail(new Error('handshake timed out')), command.timeoutMs);
+    const fail = (error: Error) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
-      settle = undefined;
-      if (error) {
-        opened.terminate();
-        reject(error);
-      } else resolve();
+      client?.terminate();
+      reject(error);
     };
-    opened.onClose = (code) => finish(new Error(`closed ${code} during handshake`));
-    settle = () => finish(outcome instanceof Error ? outcome : undefined);
-    // The first messages may have come with the upgrade response itself.
-    if (outcome !== 'wait') settle();
+    const done = (opened: RawClient) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opened.onMessage = makeReceiver(opened).onMessage;
+      opened.onClose = () => {};
+      resolve(opened);
+    };
+    const handshake = new Handshake(kind, room, (text) => client?.send(text));
+    openRawClient(socketUrl(kind, command.urls[instance]!, room), {
+      // The first messages may come in the same read as the upgrade response: onOpen runs before them.
+      onOpen: (opened) => {
+        client = opened;
+        opened.onClose = (code) => fail(new Error(`closed ${code} during handshake`));
+        if (handshake.doneAtUpgrade) done(opened);
+      },
+      onMessage: (data, start, end) => {
+        const outcome = handshake.next(data.toString('utf8', start, end));
+        if (outcome === 'done') done(client!);
+        else if (outcome instanceof Error) fail(outcome);
+      },
+      headers: kind === 'parley' ? { authorization: `Bearer ${token}` } : {},
+      localAddress,
+      timeoutMs: command.timeoutMs,
+    }).catch(fail);
   });
-  opened.onClose = () => {};
-  return opened;
 }
 
 async function connect(command: ConnectCommand): Promise<void> {
